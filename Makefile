@@ -1,0 +1,39 @@
+# sentiflow — the two set-up commands are `make run` and `make test`; each creates .venv on first use.
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.PHONY: run test test-fast lint format benchmarks clean venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+## The main job: the full pipeline on the local backend (data source: SENTIFLOW_DATA_URL).
+run: $(STAMP)
+	$(BIN)/sentiflow run $(ARGS)
+
+## The whole test suite, with the services it needs (Prefect server, moto server) started and stopped.
+test: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" bash scripts/run-tests.sh $(ARGS)
+
+## Unit tests only (no end-to-end tests).
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not e2e" $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/preprocess.py
+
+clean:
+	rm -rf .sentiflow .pytest_cache .ruff_cache

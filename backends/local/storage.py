@@ -1,0 +1,80 @@
+"""The local artifact store: a folder under ``SENTIFLOW_HOME`` described by a Prefect ``LocalFileSystem`` block.
+
+Keys are ``/``-separated paths below the root; URIs are ``file://`` URLs. Writes are atomic and skipped when an
+object with the same content is already there.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from sentiflow.errors import SentiflowError
+from sentiflow.io import atomic_path, sha256_file
+
+
+class LocalArtifactStore:
+    """Artifact store backed by a local folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).resolve()
+
+    def block(self):  # noqa: ANN201 - prefect type imported lazily
+        """The Prefect filesystem block for this store (save it to use it as result storage)."""
+        from prefect.filesystems import LocalFileSystem
+
+        return LocalFileSystem(basepath=str(self.root))
+
+    def path(self, key: str) -> Path:
+        """Local path of ``key``; refuses keys that would leave the store."""
+        target = (self.root / key.strip("/")).resolve()
+        if target != self.root and self.root not in target.parents:
+            raise SentiflowError(
+                f"artifact key {key!r} points outside the store {self.root}; use a relative key"
+            )
+        return target
+
+    def uri(self, key: str) -> str:
+        return self.path(key).as_uri()
+
+    def key_from_uri(self, uri: str) -> str:
+        parsed = urlparse(uri)
+        if parsed.scheme != "file":
+            raise SentiflowError(
+                f"{uri!r} is not a local store URI (file://); was it made by the aws backend?"
+            )
+        path = Path(unquote(parsed.path)).resolve()
+        if path != self.root and self.root not in path.parents:
+            raise SentiflowError(f"{uri!r} is outside the local store {self.root}")
+        return path.relative_to(self.root).as_posix()
+
+    def exists(self, key: str) -> bool:
+        return self.path(key).exists()
+
+    def put_file(self, path: Path, key: str) -> tuple[str, bool]:
+        target = self.path(key)
+        if target.is_file() and target.stat().st_size == Path(path).stat().st_size:
+            if sha256_file(target) == sha256_file(Path(path)):
+                return target.as_uri(), False
+        with atomic_path(target) as tmp:
+            shutil.copyfile(path, tmp)
+        return target.as_uri(), True
+
+    def get_file(self, key: str, path: Path) -> Path:
+        source = self.path(key)
+        if not source.is_file():
+            raise SentiflowError(f"artifact {self.uri(key)} does not exist; rerun the stage that produces it")
+        path = Path(path)
+        if path.resolve() == source:
+            return path
+        with atomic_path(path) as tmp:
+            shutil.copyfile(source, tmp)
+        return path
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of the files below ``prefix``."""
+        base = self.path(prefix)
+        if not base.exists():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*") if p.is_file())

@@ -1,0 +1,92 @@
+"""``sentiflow data …``: prepare and validate the IMDB dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sentiflow.config import get_settings
+from sentiflow.runtime import configure_environment
+
+SourceOption = Annotated[
+    str | None,
+    typer.Option(
+        "--source", help="Archive URL (http(s)://, file://, s3://) or path. [default: SENTIFLOW_DATA_URL]"
+    ),
+]
+Sha256Option = Annotated[
+    str | None, typer.Option("--sha256", help="Expected sha256 of a non-official archive.")
+]
+PerClassOption = Annotated[
+    int | None,
+    typer.Option("--max-reviews-per-class", min=1, help="Subsample each split and class (quick runs)."),
+]
+
+data_app = typer.Typer(help="Download, validate and preprocess the IMDB dataset.", no_args_is_help=True)
+
+
+def print_data_summary(summary: dict) -> None:
+    archive, channels, uploaded = summary["archive"], summary["channels"], summary["uploaded"]
+    counts = channels["counts"]
+    typer.echo(
+        f"archive     {archive['path']} ({archive['size'] / 1e6:.1f} MB, sha256 {archive['sha256'][:16]}…)"
+    )
+    typer.echo(f"            {'cache hit' if archive['cached'] else 'downloaded'}")
+    typer.echo(
+        f"validation  {summary['validation']['checks']} checks passed, report: {summary['validation']['report_dir']}"
+    )
+    typer.echo(
+        f"channels    train {counts['train']:,} · validation {counts['validation']:,} · test {counts['test']:,} "
+        f"· vocabulary {channels['vocabulary_size']:,} ({'cache hit' if channels['cached'] else 'built'})"
+    )
+    typer.echo(f"            {channels['root']}")
+    typer.echo(
+        f"store       {len(uploaded['uploaded'])} files uploaded, {len(uploaded['skipped'])} already there"
+    )
+    for name, uri in uploaded["channels"].items():
+        typer.echo(f"            {name:<10} {uri}")
+
+
+@data_app.command("prepare")
+def prepare(
+    source: SourceOption = None, sha256: Sha256Option = None, max_reviews_per_class: PerClassOption = None
+) -> None:
+    """Run the data stages (download → validate → preprocess → upload) as a Prefect flow."""
+    settings = get_settings()
+    configure_environment(settings)
+    from flows.pipeline import data_flow
+
+    summary = data_flow(source=source, sha256=sha256, max_reviews_per_class=max_reviews_per_class)
+    print_data_summary(summary)
+
+
+@data_app.command("validate")
+def validate(
+    directory: Annotated[Path, typer.Argument(help="An extracted aclImdb folder (or its parent).")],
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where to write validation.json and Data Docs.")
+    ] = None,
+) -> None:
+    """Run the Great Expectations suite on an extracted aclImdb folder; exit 1 if any check fails."""
+    settings = get_settings()
+    configure_environment(settings)
+    from tasks.data.extract import load_aclimdb_dir
+    from tasks.validate import validate_dataset
+
+    report_dir = report_dir or settings.runs_dir / "validate-dir"
+    report = validate_dataset(load_aclimdb_dir(directory), settings, report_dir, source=str(directory))
+    for result in report.results:
+        mark = "ok  " if result.success else "FAIL"
+        typer.echo(f"{mark} {result.check}: expected {result.expected}, observed {result.observed}")
+    typer.echo(f"report: {report.report_path}  ·  Data Docs: {report.data_docs_index}")
+    if not report.success:
+        typer.secho(
+            f"{len(report.failures)} of {len(report.results)} checks failed", fg=typer.colors.RED, err=True
+        )
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(data_app, name="data")

@@ -1,0 +1,22 @@
+"""Process-level set-up shared by the CLI and flow entry points."""
+
+from __future__ import annotations
+
+import os
+
+from sentiflow.config import Settings
+
+
+def configure_environment(settings: Settings) -> None:
+    """Point Prefect at ``SENTIFLOW_HOME`` (absolute) unless the user chose otherwise; never phone home.
+
+    Must run before ``prefect`` is imported for the first time in this process.
+    """
+    os.environ.setdefault("SENTIFLOW_HOME", str(settings.home))
+    os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    settings.home.mkdir(parents=True, exist_ok=True)
+    os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)

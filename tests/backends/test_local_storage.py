@@ -1,0 +1,45 @@
+"""The local artifact store: URIs, hash-skipping uploads, and keys that cannot escape the root."""
+
+from __future__ import annotations
+
+import pytest
+
+from backends.local.storage import LocalArtifactStore
+from sentiflow.errors import SentiflowError
+from tasks.data.upload import upload_channels
+
+
+def test_put_get_and_skip_identical(tmp_path) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    source = tmp_path / "a.txt"
+    source.write_text("hello")
+    uri, sent = store.put_file(source, "x/a.txt")
+    assert sent and uri.startswith("file://") and store.key_from_uri(uri) == "x/a.txt"
+    assert store.put_file(source, "x/a.txt") == (uri, False)
+    source.write_text("hello!")
+    assert store.put_file(source, "x/a.txt")[1]
+    assert store.get_file("x/a.txt", tmp_path / "copy.txt").read_text() == "hello!"
+    assert store.exists("x/a.txt") and store.list("x") == ["x/a.txt"]
+
+
+def test_keys_and_uris_outside_the_store_are_refused(tmp_path) -> None:
+    store = LocalArtifactStore(tmp_path / "store")
+    with pytest.raises(SentiflowError, match="outside the store"):
+        store.path("../elsewhere")
+    with pytest.raises(SentiflowError, match="not a local store URI"):
+        store.key_from_uri("s3://bucket/key")
+    with pytest.raises(SentiflowError, match="does not exist"):
+        store.get_file("missing", tmp_path / "m")
+
+
+def test_upload_channels_skips_unchanged_files(settings, synthetic_archive) -> None:
+    from tasks.data.channels import prepare_channels
+    from tasks.data.extract import load_archive
+
+    channels = prepare_channels(load_archive(synthetic_archive), "sha", settings)
+    store = LocalArtifactStore(settings.store_dir)
+    first = upload_channels(channels.channel_dir("train").parent, channels.key, store)
+    assert len(first.uploaded) == 7 and first.skipped == []
+    assert set(first.channels) == {"train", "validation", "test"}
+    second = upload_channels(channels.channel_dir("train").parent, channels.key, store)
+    assert second.uploaded == [] and len(second.skipped) == 7

@@ -1,0 +1,45 @@
+"""Shared fixtures: settings in a temporary home, the shared IMDB mirror (skipped when absent), synthetic data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sentiflow.config import Settings
+from tests.synthetic import write_archive
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("SENTIFLOW_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
+IMDB_MIRROR = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
+IMDB_MIRROR_SHA256 = "fc132c2a23a4d23eec474b518907765dbc9c59e648c1e57ac8010670238ed697"
+NLTK_DATA = SHARED_DATA / "nltk_data"
+
+
+@pytest.fixture(scope="session")
+def imdb_archive() -> Path:
+    """The shared IMDB mirror (``../shared/data``); the test is skipped when it is absent."""
+    if not IMDB_MIRROR.is_file():
+        pytest.skip(f"IMDB mirror not found at {IMDB_MIRROR} (see ../shared/data/README.md)")
+    return IMDB_MIRROR
+
+
+@pytest.fixture(scope="session")
+def nltk_data_dir() -> Path:
+    if not (NLTK_DATA / "corpora" / "stopwords.zip").is_file():
+        pytest.skip(f"NLTK stopwords corpus not found under {NLTK_DATA} (see ../shared/data/README.md)")
+    return NLTK_DATA
+
+
+@pytest.fixture
+def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings with a fresh SENTIFLOW_HOME in tmp_path and small expectations for synthetic data."""
+    monkeypatch.setenv("SENTIFLOW_HOME", str(tmp_path / "home"))
+    return Settings(home=tmp_path / "home", expected_rows_per_split=200, vocab_size=60, max_len=80)
+
+
+@pytest.fixture(scope="session")
+def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny aclImdb archive: 100 reviews per split and class."""
+    return write_archive(tmp_path_factory.mktemp("synthetic"), per_class=100)
