@@ -123,6 +123,9 @@ class EndpointManager(Protocol):
 class ApiGateway(Protocol):
     def point_to(self, endpoint: EndpointInfo, log: LogLine) -> ApiInfo: ...
     def current(self) -> ApiInfo | None: ...
+    def clear(self, log: LogLine) -> None:
+        """Stop routing to any endpoint: the API answers 503 "no model is deployed"."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """The sentiflow pipeline: data → training → evaluation → gate → deploy → API. Flows only wire stages.
 
-``data_flow`` runs the data half; ``pipeline`` runs everything. Every argument left as ``None`` comes from the
-settings (``SENTIFLOW_*`` environment variables), so a deployment, the CLI and a test all call the same code.
+``data_flow`` runs the data half, ``train_flow`` data + training, ``pipeline`` everything. Every argument left
+as ``None`` comes from the settings (``SENTIFLOW_*`` environment variables), so a deployment, the CLI and a test
+all run the same code on either backend.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ from prefect.runtime import flow_run
 
 from sentiflow.config import Settings, get_settings
 from tasks.data.stages import download_task, load_task, prepare_task, upload_task, validate_task
+from tasks.deploy import deployed_model_task, deploy_endpoint_task, delete_endpoint_task, promote_endpoint_task
+from tasks.evaluate import batch_transform_task, evaluate_task, gate_task, parity_task
+from tasks.train import train_model
 
 
 def _run_dir(settings: Settings) -> str:
@@ -40,6 +44,24 @@ def prepare_data(
     }
 
 
+def evaluate_model(
+    settings: Settings, data: dict[str, Any], model_uri: str, job_name: str, max_reviews_per_class: int | None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Batch transform over the test channel, metrics beside the baseline, and the serving parity check."""
+    test_features = f"{data['uploaded']['channels']['test']}/test_features.csv"
+    transformed = batch_transform_task(settings, model_uri, test_features, f"evaluations/{job_name}/transform")
+    evaluation = evaluate_task(
+        settings,
+        data["channels"]["root"],
+        transformed,
+        _run_dir(settings),
+        model_uri=model_uri,
+        store_key=f"evaluations/{job_name}/evaluation.json",
+    )
+    parity = parity_task(settings, model_uri, transformed, data["dataset"], max_reviews_per_class)
+    return evaluation, parity
+
+
 @flow(name="sentiflow-data", log_prints=True)
 def data_flow(
     source: str | None = None,
@@ -50,3 +72,80 @@ def data_flow(
     """Download, validate, preprocess and upload the IMDB dataset."""
     settings = get_settings(backend=backend)
     return prepare_data(settings, source, sha256, max_reviews_per_class)
+
+
+@flow(name="sentiflow-train", log_prints=True)
+def train_flow(
+    source: str | None = None,
+    sha256: str | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    backend: str | None = None,
+    max_reviews_per_class: int | None = None,
+) -> dict[str, Any]:
+    """The data stages, then training; returns the data summary and the training job."""
+    settings = get_settings(backend=backend)
+    data = prepare_data(settings, source, sha256, max_reviews_per_class)
+    training = train_model(settings, data["uploaded"]["channels"], hyperparameters)
+    return {"data": data, "training": training.to_dict()}
+
+
+@flow(name="sentiflow-pipeline", log_prints=True)
+def pipeline(
+    source: str | None = None,
+    sha256: str | None = None,
+    backend: str | None = None,
+    epochs: int | None = None,
+    min_accuracy: float | None = None,
+    max_regression: float | None = None,
+    parity_sample: int | None = None,
+    teardown_after: bool = False,
+    require_approval: bool = False,
+    max_reviews_per_class: int | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and — if it passes the quality gate and the parity check — deploy the model behind the API."""
+    settings = get_settings(
+        backend=backend,
+        epochs=epochs,
+        min_accuracy=min_accuracy,
+        max_regression=max_regression,
+        parity_sample=parity_sample,
+    )
+    data = prepare_data(settings, source, sha256, max_reviews_per_class)
+    training = train_model(settings, data["uploaded"]["channels"], hyperparameters)
+    evaluation, parity = evaluate_model(settings, data, training.model_uri, training.job_name, max_reviews_per_class)
+    deployed = deployed_model_task(settings)
+    accuracy = evaluation["model"]["accuracy"]
+    decision = gate_task(
+        accuracy,
+        deployed["accuracy"] if deployed else None,
+        settings.min_accuracy,
+        settings.max_regression,
+        parity["passed"],
+    )
+    summary: dict[str, Any] = {
+        "backend": settings.backend,
+        "data": data,
+        "training": training.to_dict(),
+        "evaluation": evaluation,
+        "parity": parity,
+        "gate": decision,
+        "promoted": False,
+    }
+    if not decision["promote"]:
+        print(f"not promoted: {decision['reason']}")
+        return summary
+    if require_approval:
+        from sentiflow.prefect_ops.approval import request_approval
+        from tasks.evaluate import report_markdown
+
+        if not request_approval(report_markdown(evaluation, {}), timeout_s=24 * 3600):
+            summary["gate"] = {"promote": False, "reason": "rejected by the reviewer"}
+            print("not promoted: rejected by the reviewer")
+            return summary
+    candidate = deploy_endpoint_task(settings, training.model_uri, accuracy)
+    promotion = promote_endpoint_task(settings, candidate, parity["passed"])
+    summary.update(promoted=True, promotion=promotion.to_dict())
+    if teardown_after:
+        summary["teardown"] = delete_endpoint_task(settings, promotion.endpoint.name, reason="teardown-after").to_dict()
+    return summary

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     aws_endpoint_instance_type: str = Field("ml.m5.large")
     aws_framework_version: str = Field("2.5")
     aws_py_version: str = Field("py311")
+    aws_poll_seconds: float = Field(30, gt=0, description="How often to poll SageMaker job and endpoint status.")
+    aws_max_runtime_s: int = Field(6 * 3600, ge=60, description="Training job stopping condition.")
     aws_credentials_block: str | None = Field(None, description="Name of a prefect-aws AwsCredentials block.")
     instance_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {

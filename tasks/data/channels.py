@@ -15,6 +15,7 @@ Layout (see DEVELOPERS.md)::
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import time
 from dataclasses import asdict, dataclass
 from functools import lru_cache
@@ -25,9 +26,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-import model.preprocessing as preprocessing
-import model.stopwords as stopwords
-from model.preprocessing import PreprocessingConfig, Preprocessor
 from sentiflow.config import Settings
 from sentiflow.io import atomic_dir, atomic_write_json, read_json, sha256_file
 
@@ -60,7 +58,8 @@ class ChannelSet:
 def code_fingerprint() -> str:
     """Hash of the source files that decide what the channels contain."""
     digest = hashlib.sha256()
-    for path in (preprocessing.__file__, stopwords.__file__, __file__):
+    origins = [importlib.util.find_spec(name).origin for name in ("model.preprocessing", "model.stopwords")]
+    for path in (*origins, __file__):
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()
 
@@ -105,6 +104,9 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
 
 
 def _build(frame: pd.DataFrame, settings: Settings, out: Path, key: str, dataset_sha256: str) -> dict:
+    from model import preprocessing  # imported here: NLTK's import alone costs about a second
+    from model.preprocessing import PreprocessingConfig, Preprocessor
+
     train = frame[frame["split"] == "train"]
     test = frame[frame["split"] == "test"]
     workers = settings.preprocess_workers

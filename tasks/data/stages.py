@@ -63,7 +63,9 @@ def load_task(settings: Settings, archive: DownloadedArchive) -> str:
     return str(target)
 
 
-@task(name="validate-dataset", cache_policy=STAGE_CACHE_POLICY, persist_result=True, retries=0)
+# Keyed on the dataset and settings, not on where this run writes its report: a cache hit returns the earlier
+# report's location.
+@task(name="validate-dataset", cache_policy=STAGE_CACHE_POLICY - "report_dir", persist_result=True, retries=0)
 def validate_task(settings: Settings, dataset: str, report_dir: str) -> dict:
     """Run the Great Expectations suite; stop the flow with every failed expectation named."""
     import pandas as pd

@@ -1,0 +1,173 @@
+"""The aws artifact store: an S3 prefix (``s3://<aws_bucket>/<aws_prefix>/<key>``).
+
+Implemented with the boto3 S3 client from :mod:`backends.aws.clients` rather than prefect-aws ``S3Bucket``:
+the store needs ``head_object`` metadata (the sha256 of each object, so identical content is never uploaded
+twice — ETags are not content hashes for multipart uploads) and exact control of keys, which ``S3Bucket``
+wraps behind its own ``bucket_folder`` and async-dispatch methods. Credentials from an ``AwsCredentials``
+block still apply, because the client comes from :class:`~backends.aws.clients.AwsClients`.
+:meth:`S3ArtifactStore.as_prefect_block` gives the equivalent ``S3Bucket`` block for Prefect result storage.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from backends.aws.clients import AwsClients, aws_errors, error_code
+from sentiflow.errors import ConfigError, SentiflowError
+from sentiflow.io import sha256_file
+
+SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/key`` -> ``(bucket, key)``; SentiflowError for anything else."""
+    if not uri.startswith("s3://"):
+        raise SentiflowError(f"{uri!r} is not an s3:// URI")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise SentiflowError(f"{uri!r} has no bucket name")
+    return bucket, key
+
+
+class S3ArtifactStore:
+    """Channels, models and reports under one S3 prefix. Keys are ``/``-separated relative paths."""
+
+    def __init__(self, clients: AwsClients, bucket: str, prefix: str = "") -> None:
+        if not bucket:
+            raise ConfigError(
+                "the aws backend needs an S3 bucket: set SENTIFLOW_AWS_BUCKET "
+                "(see docs/aws.md, 'Prerequisites')"
+            )
+        self.clients = clients
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+
+    @property
+    def s3(self) -> Any:
+        return self.clients.client("s3")
+
+    # --- naming ---------------------------------------------------------------------------------------
+    def object_key(self, key: str) -> str:
+        """The S3 object key of a store key."""
+        key = key.strip("/")
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.object_key(key)}"
+
+    def key_from_uri(self, uri: str) -> str:
+        bucket, object_key = split_s3_uri(uri)
+        root = f"{self.prefix}/" if self.prefix else ""
+        if bucket != self.bucket or not object_key.startswith(root):
+            raise SentiflowError(f"{uri} is outside the artifact store s3://{self.bucket}/{root}")
+        return object_key[len(root) :]
+
+    # --- objects --------------------------------------------------------------------------------------
+    def _head(self, object_key: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            with aws_errors(f"reading s3://{self.bucket}/{object_key}"):
+                return self.s3.head_object(Bucket=self.bucket, Key=object_key)
+        except ClientError as error:
+            if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
+
+    def exists(self, key: str) -> bool:
+        return self._head(self.object_key(key)) is not None
+
+    def sha256(self, key: str) -> str | None:
+        """The sha256 recorded in the object's metadata (None if absent or written by another tool)."""
+        head = self._head(self.object_key(key))
+        return None if head is None else head.get("Metadata", {}).get(SHA256_METADATA)
+
+    def put_file(self, path: Path, key: str) -> tuple[str, bool]:
+        """Upload ``path`` unless the object holds the same content (sha256 metadata); (uri, uploaded)."""
+        path = Path(path)
+        if not path.is_file():
+            raise SentiflowError(f"cannot upload {path}: not a file")
+        digest = sha256_file(path)
+        object_key = self.object_key(key)
+        head = self._head(object_key)
+        if head is not None and head.get("Metadata", {}).get(SHA256_METADATA) == digest:
+            return self.uri(key), False
+        from boto3.exceptions import S3UploadFailedError
+
+        try:
+            with aws_errors(f"uploading {path} to {self.uri(key)}", "check the bucket name and s3:PutObject"):
+                self.s3.upload_file(
+                    str(path), self.bucket, object_key, ExtraArgs={"Metadata": {SHA256_METADATA: digest}}
+                )
+        except S3UploadFailedError as error:
+            # boto3 wraps the ClientError; missing buckets and denials are the user's to fix
+            if any(code in str(error) for code in ("NoSuchBucket", "AccessDenied", "InvalidAccessKeyId")):
+                raise SentiflowError(
+                    f"uploading {path} to {self.uri(key)} failed: {error}; check SENTIFLOW_AWS_BUCKET and "
+                    "s3:PutObject on it"
+                ) from error
+            raise
+        return self.uri(key), True
+
+    def put_bytes(self, data: bytes, key: str, content_type: str = "application/octet-stream") -> str:
+        """Write a small object (reports, manifests) in one request; returns its URI."""
+        import hashlib
+
+        with aws_errors(f"writing {self.uri(key)}"):
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                Body=data,
+                ContentType=content_type,
+                Metadata={SHA256_METADATA: hashlib.sha256(data).hexdigest()},
+            )
+        return self.uri(key)
+
+    def get_file(self, key: str, path: Path) -> Path:
+        """Download to ``path`` atomically (temp sibling, then rename)."""
+        path = Path(path)
+        object_key = self.object_key(key)
+        if self._head(object_key) is None:
+            raise SentiflowError(f"{self.uri(key)} does not exist; run the stage that writes it first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        try:
+            with aws_errors(f"downloading {self.uri(key)}"):
+                self.s3.download_file(self.bucket, object_key, tmp_name)
+            os.replace(tmp_name, path)
+        finally:
+            Path(tmp_name).unlink(missing_ok=True)
+        return path
+
+    def get_bytes(self, key: str) -> bytes:
+        with aws_errors(f"reading {self.uri(key)}"):
+            return self.s3.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"].read()
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """Store keys under ``prefix`` (sorted)."""
+        root = self.object_key(prefix).rstrip("/") + "/"
+        keys: list[str] = []
+        with aws_errors(f"listing {self.uri(prefix)}"):
+            for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
+                keys.extend(
+                    self.key_from_uri(f"s3://{self.bucket}/{obj['Key']}") for obj in page.get("Contents", [])
+                )
+        return sorted(keys)
+
+    def list(self, prefix: str) -> list[str]:
+        """Keys of the objects below ``prefix`` (same as the local store's ``list``)."""
+        return self.list_keys(prefix)
+
+    def as_prefect_block(self) -> Any:
+        """An equivalent prefect-aws ``S3Bucket`` block (e.g. for Prefect result storage); not saved."""
+        from prefect_aws import AwsCredentials, S3Bucket
+
+        name = self.clients.settings.aws_credentials_block
+        credentials = (
+            AwsCredentials.load(name, _sync=True) if name else AwsCredentials(region_name=self.clients.region)
+        )
+        return S3Bucket(bucket_name=self.bucket, bucket_folder=self.prefix, credentials=credentials)

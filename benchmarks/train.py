@@ -1,0 +1,191 @@
+"""Benchmark: train the default network on the full IMDB channels; print test accuracy and wall time.
+
+    .venv/bin/python benchmarks/train.py [--compare-reference] [--channels DIR] [--aclimdb DIR]
+
+Channels come from ``--channels`` (a folder with ``train/``, ``validation/``, ``test/`` as the data
+stages write them). When that folder is absent they are prepared once from an extracted ``aclImdb`` folder
+the way the data stages do it (reference tokenizer, vocabulary of 5,000 from the train split only, max_len
+500, 10 % stratified hold-out, seed 42) and cached there.
+
+Each network is trained in this process through ``model.train.run_training`` (the same code SageMaker runs) on
+``--threads`` CPU threads, then scored on the 25,000 test reviews through ``model.artifact.load_artifact``.
+The wall time covers training and writing the artifact, not data preparation. The machine is shared with other
+work, so figures are noisy; compare networks within one run. The last line is machine-readable:
+``test_accuracy=0.8843 wall_s=612`` (the default network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+if str(PROJECT_ROOT) not in sys.path:
+    sys.path.insert(0, str(PROJECT_ROOT))
+
+from model.preprocessing import (  # noqa: E402
+    PreprocessingConfig,
+    Preprocessor,
+    build_vocabulary,
+    encode_many,
+    reviews_to_words,
+)
+
+VOCAB_SIZE = 5000
+MAX_LEN = 500
+SEED = 42
+VALIDATION_FRACTION = 0.1
+
+# The course notebook's settings for the reference network (its epochs are capped by --reference-epochs).
+REFERENCE_HYPERPARAMETERS = {
+    "architecture": "reference",
+    "embedding_dim": 32,
+    "hidden_dim": 100,
+    "batch_size": 512,
+    "learning_rate": 1e-3,
+}
+
+
+def _read_split(aclimdb: Path, split: str) -> tuple[list[str], np.ndarray]:
+    texts: list[str] = []
+    labels: list[int] = []
+    for label, folder in ((1, "pos"), (0, "neg")):
+        for path in sorted((aclimdb / split / folder).glob("*.txt")):
+            texts.append(path.read_text(encoding="utf-8"))
+            labels.append(label)
+    return texts, np.asarray(labels, dtype=np.int64)
+
+
+def _write_rows(path: Path, labels: np.ndarray | None, rows: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = rows if labels is None else np.column_stack([labels, rows])
+    np.savetxt(path, table, fmt="%d", delimiter=",")
+
+
+def prepare_channels(aclimdb: Path, channels: Path) -> None:
+    """Write ``train/``, ``validation/`` and ``test/`` channels from an extracted ``aclImdb`` folder."""
+    started = time.perf_counter()
+    train_texts, train_labels = _read_split(aclimdb, "train")
+    test_texts, test_labels = _read_split(aclimdb, "test")
+    train_words = reviews_to_words(train_texts)
+    test_words = reviews_to_words(test_texts)
+    rng = np.random.default_rng(SEED)
+    validation = np.zeros(len(train_labels), dtype=bool)
+    for label in (0, 1):
+        members = np.flatnonzero(train_labels == label)
+        chosen = rng.choice(members, size=round(len(members) * VALIDATION_FRACTION), replace=False)
+        validation[chosen] = True
+    fit_words = [words for words, held in zip(train_words, validation, strict=True) if not held]
+    word_dict = build_vocabulary(fit_words, VOCAB_SIZE)
+    train_rows = encode_many(train_words, word_dict, MAX_LEN)
+    test_rows = encode_many(test_words, word_dict, MAX_LEN)
+    _write_rows(channels / "train" / "train.csv", train_labels[~validation], train_rows[~validation])
+    _write_rows(channels / "validation" / "validation.csv", train_labels[validation], train_rows[validation])
+    _write_rows(channels / "test" / "test_features.csv", None, test_rows)
+    _write_rows(channels / "test" / "test_labels.csv", None, test_labels[:, None])
+    Preprocessor(word_dict, PreprocessingConfig(vocab_size=VOCAB_SIZE, max_len=MAX_LEN)).save(
+        channels / "train"
+    )
+    print(f"prepared channels in {channels} ({time.perf_counter() - started:.0f} s)", flush=True)
+
+
+def _load_test(channels: Path) -> tuple[np.ndarray, np.ndarray]:
+    import pandas as pd
+
+    rows = pd.read_csv(channels / "test" / "test_features.csv", header=None, dtype=np.int64).to_numpy()
+    labels = pd.read_csv(channels / "test" / "test_labels.csv", header=None, dtype=np.int64).to_numpy()[:, 0]
+    return rows, labels
+
+
+def benchmark(channels: Path, hyperparameters: dict, threads: int, label: str) -> tuple[float, float]:
+    """Train one network and score it on the test channel; returns (test accuracy, training wall seconds)."""
+    import torch
+
+    from model.artifact import load_artifact
+    from model.train import TrainPaths, parse_hyperparameters, run_training
+
+    torch.set_num_threads(threads)
+    argv = [f"--{key.replace('_', '-')}={value}" for key, value in hyperparameters.items()]
+    config = parse_hyperparameters(argv)
+    with tempfile.TemporaryDirectory(prefix=f"bench-{label}-") as tmp:
+        paths = TrainPaths(
+            model_dir=Path(tmp) / "model",
+            train=channels / "train",
+            validation=channels / "validation",
+            output_dir=Path(tmp) / "output",
+            checkpoint_dir=Path(tmp) / "checkpoints",
+        )
+        started = time.perf_counter()
+        metrics = run_training(
+            config, paths, log=lambda line: print(f"[{label}] {line}", flush=True), inference_code=False
+        )
+        wall = time.perf_counter() - started
+        model = load_artifact(paths.model_dir)
+        rows, labels = _load_test(channels)
+        scored = time.perf_counter()
+        accuracy = float(((model.predict_proba(rows) >= 0.5).astype(np.int64) == labels).mean())
+        score_s = time.perf_counter() - scored
+    epochs = metrics["history"]
+    per_epoch = sum(entry["epoch_s"] for entry in epochs) / len(epochs)
+    print(
+        f"[{label}] {json.dumps(hyperparameters, sort_keys=True)}: test_accuracy={accuracy:.4f} "
+        f"wall_s={wall:.0f} epochs={len(epochs)} best_epoch={metrics['best_epoch']} "
+        f"mean_epoch_s={per_epoch:.1f} test_scoring_s={score_s:.1f}",
+        flush=True,
+    )
+    return accuracy, wall
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--channels", type=Path, default=Path(tempfile.gettempdir()) / "sentiflow-bench-channels"
+    )
+    parser.add_argument("--aclimdb", type=Path, default=Path("/tmp/imdb/aclImdb"))
+    parser.add_argument("--compare-reference", action="store_true", help="Also train the reference network.")
+    parser.add_argument(
+        "--reference-epochs", type=int, default=4, help="Epochs for the reference (notebook: 10)."
+    )
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument(
+        "--hp", action="append", default=[], help="Override for the default network: key=value."
+    )
+    args = parser.parse_args(argv)
+
+    if not (args.channels / "test" / "test_labels.csv").is_file():
+        if not (args.aclimdb / "train" / "pos").is_dir():
+            parser.error(f"no channels in {args.channels} and no extracted aclImdb folder at {args.aclimdb}")
+        prepare_channels(args.aclimdb, args.channels)
+    if args.prepare_only:
+        return
+
+    from model.train import default_hyperparameters
+
+    default = default_hyperparameters()
+    default.update(dict(item.split("=", 1) for item in args.hp))
+    if args.compare_reference:
+        reference = {
+            **REFERENCE_HYPERPARAMETERS,
+            "epochs": args.reference_epochs,
+            "patience": args.reference_epochs,
+        }
+        ref_accuracy, ref_wall = benchmark(args.channels, reference, args.threads, "reference")
+    accuracy, wall = benchmark(args.channels, default, args.threads, default["architecture"])
+    if args.compare_reference:
+        print(
+            f"default vs reference: accuracy {accuracy:.4f} vs {ref_accuracy:.4f} "
+            f"({(accuracy - ref_accuracy) * 100:+.1f} points), wall {wall:.0f} s vs {ref_wall:.0f} s "
+            f"({ref_wall / wall:.2f}x faster)"
+        )
+    print(f"test_accuracy={accuracy:.4f} wall_s={wall:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""``sentiflow run``: the main job — the whole pipeline, ending with the page and API URLs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from sentiflow.cli.data import PerClassOption, Sha256Option, SourceOption, print_data_summary
+from sentiflow.config import get_settings
+from sentiflow.runtime import configure_environment
+
+
+def print_pipeline_summary(summary: dict[str, Any]) -> None:
+    """What a person wants to see at the end of a run."""
+    print_data_summary(summary["data"])
+    training, evaluation = summary["training"], summary["evaluation"]
+    model, baseline = evaluation["model"], evaluation["baseline"]
+    typer.echo(f"training    {training['job_name']} ({training['duration_s']:.0f} s) → {training['model_uri']}")
+    typer.echo(
+        f"evaluation  accuracy {model['accuracy']:.4f} · F1 {model['f1']:.4f} · ROC-AUC {model['roc_auc']:.4f} "
+        f"(TF-IDF baseline {baseline['accuracy']:.4f})"
+    )
+    parity = summary["parity"]
+    typer.echo(
+        f"parity      {'passed' if parity['passed'] else 'FAILED'}: {parity['checked']:,} raw reviews through the "
+        f"serving path, {parity['mismatched']} differ from batch (max |Δscore| {parity['max_abs_diff']:.1e})"
+    )
+    gate = summary["gate"]
+    if not summary["promoted"]:
+        typer.secho(f"not promoted: {gate['reason']}", fg=typer.colors.YELLOW)
+        return
+    promotion = summary["promotion"]
+    endpoint, api = promotion["endpoint"], promotion.get("api") or {}
+    typer.echo(f"promoted    version {promotion['version']} on endpoint {endpoint['name']} ({gate['reason']})")
+    if summary.get("teardown"):
+        typer.echo(f"teardown    endpoint {endpoint['name']} deleted (--teardown-after); the model stays in the store")
+        return
+    if api.get("page_url"):
+        typer.secho(f"\nOpen {api['page_url']} and type a review.", fg=typer.colors.GREEN, bold=True)
+    if api.get("url"):
+        typer.echo(f"API: curl -s -d '{{\"review\": \"A wonderful film\"}}' {api['url'].rstrip('/')}/predict")
+
+
+def run(
+    source: SourceOption = None,
+    sha256: Sha256Option = None,
+    backend: Annotated[str | None, typer.Option(help="local or aws. [default: SENTIFLOW_BACKEND or local]")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs. [default: from settings]")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(min=0, max=1, help="Quality gate: lowest accuracy.")] = None,
+    max_regression: Annotated[
+        float | None, typer.Option(min=0, max=1, help="Quality gate: largest drop below the deployed model.")
+    ] = None,
+    parity_sample: Annotated[int | None, typer.Option(min=0, help="Raw test reviews in the parity check.")] = None,
+    teardown_after: Annotated[
+        bool, typer.Option("--teardown-after", help="Delete the endpoint at the end (train-and-evaluate runs).")
+    ] = False,
+    max_reviews_per_class: PerClassOption = None,
+) -> None:
+    """Run the whole pipeline: data → train → evaluate → gate → deploy → API."""
+    settings = get_settings(backend=backend)
+    configure_environment(settings)
+    from flows.pipeline import pipeline
+
+    summary = pipeline(
+        source=source,
+        sha256=sha256,
+        backend=backend,
+        epochs=epochs,
+        min_accuracy=min_accuracy,
+        max_regression=max_regression,
+        parity_sample=parity_sample,
+        teardown_after=teardown_after,
+        max_reviews_per_class=max_reviews_per_class,
+    )
+    print_pipeline_summary(summary)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("run")(run)

@@ -1,0 +1,62 @@
+"""``sentiflow train``: run the data and training stages, print where the model artifact is."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from sentiflow.cli.data import Sha256Option, SourceOption
+from sentiflow.config import get_settings
+from sentiflow.runtime import configure_environment
+
+
+def _option(flag: str, help_text: str, **limits: Any) -> Any:
+    return typer.Option(flag, help=f"{help_text} Default: from settings.", **limits)
+
+
+def hyperparameter_overrides(**values: Any) -> dict[str, Any]:
+    """The hyperparameters given on the command line (None = not given)."""
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def train(
+    source: SourceOption = None,
+    sha256: Sha256Option = None,
+    epochs: Annotated[int | None, _option("--epochs", "Training epochs.", min=1)] = None,
+    hidden_dim: Annotated[int | None, _option("--hidden-dim", "LSTM hidden units.", min=1)] = None,
+    embedding_dim: Annotated[int | None, _option("--embedding-dim", "Word embedding size.", min=1)] = None,
+    batch_size: Annotated[int | None, _option("--batch-size", "Training batch size.", min=1)] = None,
+    learning_rate: Annotated[float | None, _option("--learning-rate", "Adam learning rate.", min=0.0)] = None,
+    architecture: Annotated[
+        str | None, _option("--architecture", "Network: bilstm-pool, lstm-pool or reference.")
+    ] = None,
+) -> None:
+    """Prepare the data and train the model (reusing an identical finished job); print the artifact."""
+    settings = get_settings()
+    configure_environment(settings)
+    overrides = hyperparameter_overrides(
+        epochs=epochs,
+        hidden_dim=hidden_dim,
+        embedding_dim=embedding_dim,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        architecture=architecture,
+    )
+    from tasks.train import training_hyperparameters
+
+    training_hyperparameters(settings, overrides)  # bad values fail here, before any data work
+    from flows.pipeline import train_flow
+
+    result = train_flow(source=source, sha256=sha256, hyperparameters=overrides)
+    metrics = result.metrics
+    typer.echo(f"training job  {result.job_name} ({result.duration_s:.0f} s)")
+    typer.echo(
+        f"best epoch    {metrics['best_epoch']} of {metrics['epochs_run']}: "
+        f"val_loss {metrics['val_loss']:.4f} · val_accuracy {metrics['val_accuracy']:.4f}"
+    )
+    typer.echo(f"model         {result.model_uri}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

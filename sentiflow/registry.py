@@ -1,0 +1,377 @@
+"""The endpoint registry: which endpoints exist, what they serve, and which model versions were promoted.
+
+One SQLite file, ``<settings.state_dir>/endpoints.db`` (stdlib :mod:`sqlite3`, WAL journal). Every call
+opens a short-lived connection and a short transaction (writes take ``BEGIN IMMEDIATE``), so the flow process,
+the CLI and a Prefect worker can use it at the same time.
+
+Two tables:
+
+* ``endpoints`` — one row per endpoint name: backend, model URI and version, status, port, pid, URL, instance
+  type, created / last invoked / deleted timestamps. A deleted endpoint keeps its row (``deleted_at`` set)
+  until the name is reused.
+* ``models`` — every model that was deployed gets a version (``INTEGER PRIMARY KEY AUTOINCREMENT``); the row
+  is stamped ``promoted_at`` when the API switches to it. ``sentiflow rollback`` redeploys the previously
+  promoted one.
+
+Timestamps are ISO-8601 strings in UTC (``2025-01-31T12:00:00.123456+00:00``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from sentiflow.errors import SentiflowError
+
+if TYPE_CHECKING:
+    from backends.base import EndpointInfo
+    from sentiflow.config import Settings
+
+DB_NAME = "endpoints.db"
+DELETED = "Deleted"
+ACTIVE_STATUSES = ("Creating", "InService", "Failed", "Deleting")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS endpoints (
+    name            TEXT PRIMARY KEY,
+    backend         TEXT NOT NULL,
+    model_uri       TEXT NOT NULL,
+    version         INTEGER NOT NULL,
+    status          TEXT NOT NULL,
+    port            INTEGER,
+    pid             INTEGER,
+    pid_started_at  REAL,
+    url             TEXT,
+    instance_type   TEXT,
+    created_at      TEXT NOT NULL,
+    last_invoked_at TEXT,
+    deleted_at      TEXT
+);
+CREATE TABLE IF NOT EXISTS models (
+    version       INTEGER PRIMARY KEY AUTOINCREMENT,
+    model_uri     TEXT NOT NULL UNIQUE,
+    accuracy      REAL,
+    registered_at TEXT NOT NULL,
+    promoted_at   TEXT,
+    promoted_seq  INTEGER
+);
+"""
+
+_ENDPOINT_COLUMNS = (
+    "name",
+    "backend",
+    "model_uri",
+    "version",
+    "status",
+    "port",
+    "pid",
+    "pid_started_at",
+    "url",
+    "instance_type",
+    "created_at",
+    "last_invoked_at",
+    "deleted_at",
+)
+
+
+def utc_now() -> str:
+    """The current time as an ISO-8601 UTC string (the registry's timestamp format)."""
+    return datetime.now(UTC).isoformat()
+
+
+def parse_time(value: str | float | int | None) -> datetime | None:
+    """An aware UTC datetime from an ISO-8601 string or epoch seconds; None for None or unparsable input."""
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, int | float):
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    """One row of the ``endpoints`` table."""
+
+    name: str
+    backend: str
+    model_uri: str
+    version: int
+    status: str
+    created_at: str = field(default_factory=utc_now)
+    port: int | None = None
+    pid: int | None = None
+    pid_started_at: float | None = None  # psutil create_time of pid: guards against pid reuse
+    url: str | None = None
+    instance_type: str | None = None
+    last_invoked_at: str | None = None
+    deleted_at: str | None = None
+
+    @property
+    def deleted(self) -> bool:
+        return self.deleted_at is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_info(self, **extra: Any) -> EndpointInfo:
+        """The backend-neutral :class:`backends.base.EndpointInfo` view of this row."""
+        from backends.base import EndpointInfo
+
+        details: dict[str, Any] = {"backend": self.backend, "port": self.port, "pid": self.pid}
+        details.update(extra)
+        return EndpointInfo(
+            name=self.name,
+            model_uri=self.model_uri,
+            version=self.version,
+            status=self.status,
+            url=self.url,
+            created_at=self.created_at,
+            last_invoked_at=self.last_invoked_at,
+            instance_type=self.instance_type,
+            extra=details,
+        )
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One row of the ``models`` table: a model that was deployed, and when the API last switched to it."""
+
+    version: int
+    model_uri: str
+    accuracy: float | None
+    registered_at: str
+    promoted_at: str | None = None
+    promoted_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Registry:
+    """Typed access to ``endpoints.db``. Cheap to construct; holds no open connection between calls."""
+
+    def __init__(self, path: Path, timeout_s: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout_s = timeout_s
+        self._ready = False
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> Registry:
+        """The registry of ``settings.home`` (``<state_dir>/endpoints.db``)."""
+        return cls(settings.state_dir / DB_NAME)
+
+    # --- connection handling -----------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        except (OSError, sqlite3.Error) as error:
+            raise SentiflowError(
+                f"cannot open the endpoint registry {self.path}: {error}; "
+                "check that SENTIFLOW_HOME is writable"
+            ) from error
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
+        if not self._ready:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.executescript(_SCHEMA)
+            self._ready = True
+        return conn
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        finally:
+            conn.close()
+
+    # --- endpoints -----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _endpoint(row: sqlite3.Row) -> EndpointRecord:
+        return EndpointRecord(**{column: row[column] for column in _ENDPOINT_COLUMNS})
+
+    def add_endpoint(self, record: EndpointRecord) -> EndpointRecord:
+        """Insert a new endpoint row; a deleted row of the same name is replaced.
+
+        Raises SentiflowError when a live endpoint already has that name.
+        """
+        values = record.to_dict()
+        with self._write() as conn:
+            existing = conn.execute(
+                "SELECT status, deleted_at FROM endpoints WHERE name = ?", (record.name,)
+            ).fetchone()
+            if existing is not None and existing["deleted_at"] is None:
+                raise SentiflowError(
+                    f"an endpoint named {record.name!r} already exists ({existing['status']}); "
+                    f"pick another name or delete it with `sentiflow endpoints delete {record.name}`"
+                )
+            placeholders = ", ".join("?" for _ in _ENDPOINT_COLUMNS)
+            conn.execute(
+                f"INSERT OR REPLACE INTO endpoints ({', '.join(_ENDPOINT_COLUMNS)}) VALUES ({placeholders})",
+                [values[column] for column in _ENDPOINT_COLUMNS],
+            )
+        return record
+
+    def update_endpoint(self, name: str, **changes: Any) -> EndpointRecord:
+        """Set the given columns of endpoint ``name``; returns the updated row."""
+        unknown = set(changes) - set(_ENDPOINT_COLUMNS) - {"name"}
+        if unknown or "name" in changes:
+            raise ValueError(f"cannot update endpoint columns {sorted(unknown | ({'name'} & set(changes)))}")
+        with self._write() as conn:
+            if changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                conn.execute(f"UPDATE endpoints SET {assignments} WHERE name = ?", [*changes.values(), name])
+            row = conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise SentiflowError(f"no endpoint named {name!r} in {self.path}; see `sentiflow endpoints list`")
+        return self._endpoint(row)
+
+    def mark_deleted(self, name: str) -> EndpointRecord:
+        """Stamp endpoint ``name`` deleted (status ``Deleted``, ``deleted_at`` now)."""
+        return self.update_endpoint(name, status=DELETED, deleted_at=utc_now())
+
+    def get_endpoint(self, name: str, include_deleted: bool = False) -> EndpointRecord | None:
+        """The row of endpoint ``name``, or None (also None for a deleted one unless ``include_deleted``)."""
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM endpoints WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        record = self._endpoint(row)
+        return record if include_deleted or not record.deleted else None
+
+    def list_endpoints(
+        self, backend: str | None = None, include_deleted: bool = False
+    ) -> list[EndpointRecord]:
+        """Endpoint rows, oldest first, optionally of one backend only."""
+        query = "SELECT * FROM endpoints WHERE 1 = 1"
+        params: list[Any] = []
+        if backend is not None:
+            query += " AND backend = ?"
+            params.append(backend)
+        if not include_deleted:
+            query += " AND deleted_at IS NULL"
+        query += " ORDER BY created_at, name"
+        with self._read() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return [self._endpoint(row) for row in rows]
+
+    def touch_invoked(self, name: str, when: str | None = None) -> None:
+        """Record an invocation time for ``name`` if it is later than the stored one."""
+        when = when or utc_now()
+        current = self.get_endpoint(name, include_deleted=True)
+        if current is None:
+            return
+        previous = parse_time(current.last_invoked_at)
+        new = parse_time(when)
+        if new is not None and (previous is None or new > previous):
+            self.update_endpoint(name, last_invoked_at=new.isoformat())
+
+    # --- model versions ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _model(row: sqlite3.Row) -> ModelVersion:
+        return ModelVersion(
+            version=row["version"],
+            model_uri=row["model_uri"],
+            accuracy=row["accuracy"],
+            registered_at=row["registered_at"],
+            promoted_at=row["promoted_at"],
+            promoted_seq=row["promoted_seq"],
+        )
+
+    def register_model(self, model_uri: str, accuracy: float | None = None) -> ModelVersion:
+        """The version of ``model_uri``: its existing row, or a new one with the next version number.
+
+        Called before a model is deployed, so the endpoint name can carry the version; the row is stamped
+        promoted by :meth:`mark_promoted` once the API serves it.
+        """
+        with self._write() as conn:
+            row = conn.execute("SELECT * FROM models WHERE model_uri = ?", (model_uri,)).fetchone()
+            if row is None:
+                conn.execute(
+                    "INSERT INTO models (model_uri, accuracy, registered_at) VALUES (?, ?, ?)",
+                    (model_uri, accuracy, utc_now()),
+                )
+                row = conn.execute("SELECT * FROM models WHERE model_uri = ?", (model_uri,)).fetchone()
+            elif accuracy is not None and row["accuracy"] is None:
+                conn.execute("UPDATE models SET accuracy = ? WHERE version = ?", (accuracy, row["version"]))
+                row = conn.execute("SELECT * FROM models WHERE version = ?", (row["version"],)).fetchone()
+        return self._model(row)
+
+    def mark_promoted(self, version: int) -> ModelVersion:
+        """Stamp ``version`` as the one the API now serves (the latest promotion wins)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE models SET promoted_at = ?, "
+                "promoted_seq = (SELECT COALESCE(MAX(promoted_seq), 0) + 1 FROM models) WHERE version = ?",
+                (utc_now(), version),
+            )
+            if cursor.rowcount == 0:
+                raise SentiflowError(
+                    f"no model version {version} in {self.path}; see `sentiflow endpoints list`"
+                )
+            row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
+        return self._model(row)
+
+    def get_model(self, version: int) -> ModelVersion | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else self._model(row)
+
+    def list_models(self, promoted_only: bool = False) -> list[ModelVersion]:
+        """Model versions, lowest first."""
+        query = "SELECT * FROM models"
+        if promoted_only:
+            query += " WHERE promoted_at IS NOT NULL"
+        with self._read() as conn:
+            rows = conn.execute(query + " ORDER BY version").fetchall()
+        return [self._model(row) for row in rows]
+
+    def current_model(self) -> ModelVersion | None:
+        """The most recently promoted model version, or None if nothing was ever promoted."""
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT * FROM models WHERE promoted_at IS NOT NULL ORDER BY promoted_seq DESC LIMIT 1"
+            ).fetchone()
+        return None if row is None else self._model(row)
+
+    def previous_model(self, version: int | None = None) -> ModelVersion | None:
+        """The highest promoted version below ``version`` (default: the current one), or None."""
+        if version is None:
+            current = self.current_model()
+            if current is None:
+                return None
+            version = current.version
+        with self._read() as conn:
+            row = conn.execute(
+                "SELECT * FROM models WHERE promoted_at IS NOT NULL AND version < ? "
+                "ORDER BY version DESC LIMIT 1",
+                (version,),
+            ).fetchone()
+        return None if row is None else self._model(row)

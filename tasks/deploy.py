@@ -1,0 +1,379 @@
+"""The endpoint deployment stage: blue/green deploys, promotion, endpoint deletion and rollback.
+
+Blue/green, as the pipeline wires it::
+
+    candidate = deploy_endpoint_task(settings, model_uri, accuracy)      # a NEW endpoint, InService (healthy)
+    parity_ok = <tasks.evaluate parity check against candidate>           # serving engineer's stage
+    promote_endpoint_task(settings, candidate, parity_ok)                 # API → candidate, old ones drained
+
+* Endpoint names carry the model version: ``sentiflow-v{version}-{shortid}``; every deployed model artifact
+  gets a version in the registry's ``models`` table (the same artifact keeps its version).
+* Promotion points the API at the candidate first, stamps the version promoted, waits ``drain_grace_s`` so
+  requests that already picked the old target reach it, then drains and deletes the old endpoint(s).
+* Anything failing before the switch (start, health, parity, the API update) deletes the candidate only: the
+  old endpoint keeps serving and the API is untouched.
+* ``rollback`` redeploys the previously promoted version the same blue/green way.
+
+Every endpoint that is deployed or deleted emits a Prefect event (``sentiflow.endpoint.deployed`` /
+``sentiflow.endpoint.deleted``, resource ``sentiflow.endpoint.<name>``); the idle-teardown automation keys on
+them. Events are emitted inside Prefect runs, or outside when ``PREFECT_API_URL`` names a server — never by
+spinning up a temporary server for a CLI call.
+
+Plain functions do the work (the CLI calls them directly); the ``*_task`` wrappers are the Prefect stages.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from prefect import task
+from prefect.logging import get_run_logger
+
+from backends.base import ApiInfo, EndpointInfo, LogLine, get_backend
+from sentiflow.errors import SentiflowError
+from sentiflow.registry import Registry
+from tasks.policies import NO_RETRIES
+
+if TYPE_CHECKING:
+    from backends.base import Backend
+    from sentiflow.config import Settings
+
+DEPLOYED_EVENT = "sentiflow.endpoint.deployed"
+DELETED_EVENT = "sentiflow.endpoint.deleted"
+RESOURCE_PREFIX = "sentiflow.endpoint."
+NAME_PREFIX = "sentiflow-v"
+DRAIN_GRACE_S = 1.0
+
+_log = logging.getLogger(__name__)
+
+
+# --- names and events ---------------------------------------------------------------------------------------
+
+
+def endpoint_name_for(version: int) -> str:
+    """A fresh endpoint name for model ``version``: ``sentiflow-v{version}-{6 hex chars}``."""
+    return f"{NAME_PREFIX}{version}-{uuid.uuid4().hex[:6]}"
+
+
+def resource_id(name: str) -> str:
+    """The Prefect event resource id of endpoint ``name``."""
+    return f"{RESOURCE_PREFIX}{name}"
+
+
+def endpoint_from_resource(value: str) -> str:
+    """An endpoint name from either a plain name or a ``sentiflow.endpoint.<name>`` resource id."""
+    value = value.strip()
+    return value[len(RESOURCE_PREFIX) :] if value.startswith(RESOURCE_PREFIX) else value
+
+
+def _events_enabled() -> bool:
+    """Emit inside a Prefect run, or when a Prefect API is configured (never start an ephemeral server)."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+        from prefect.settings import get_current_settings
+
+        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
+            return True
+        return bool(get_current_settings().api.url)
+    except Exception:  # noqa: BLE001 - events are best effort
+        return False
+
+
+def emit_endpoint_event(event: str, endpoint: EndpointInfo, backend: str, **payload: Any) -> None:
+    """Emit ``event`` for ``endpoint`` (best effort: a failure is logged, never raised)."""
+    if not _events_enabled():
+        return
+    try:
+        from prefect.events import emit_event
+
+        emit_event(
+            event=event,
+            resource={
+                "prefect.resource.id": resource_id(endpoint.name),
+                "prefect.resource.name": endpoint.name,
+                "sentiflow.backend": backend,
+            },
+            payload={
+                "name": endpoint.name,
+                "backend": backend,
+                "model_uri": endpoint.model_uri,
+                "version": endpoint.version,
+                "url": endpoint.url,
+                "instance_type": endpoint.instance_type,
+                "created_at": endpoint.created_at,
+                **payload,
+            },
+        )
+    except Exception as error:  # noqa: BLE001 - an event must never fail a deploy
+        _log.warning("could not emit %s for endpoint %s: %s", event, endpoint.name, error)
+
+
+# --- results ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """What a promotion did."""
+
+    endpoint: EndpointInfo
+    version: int
+    api: ApiInfo | None
+    replaced: tuple[str, ...] = ()  # old endpoints drained and deleted
+    left_running: tuple[str, ...] = ()  # old endpoints that could not be deleted (see the log)
+    rolled_back_from: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Deletion:
+    """What deleting one endpoint did."""
+
+    name: str
+    api_cleared: bool
+    endpoint: EndpointInfo | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _backend(settings: Settings, backend: Backend | None) -> Backend:
+    return backend if backend is not None else get_backend(settings)
+
+
+# --- the stage, as plain functions -------------------------------------------------------------------------
+
+
+def deploy_candidate(
+    settings: Settings,
+    model_uri: str,
+    log: LogLine,
+    accuracy: float | None = None,
+    backend: Backend | None = None,
+) -> EndpointInfo:
+    """Deploy ``model_uri`` to a NEW endpoint and return it once healthy; the API is not touched."""
+    backend = _backend(settings, backend)
+    model = Registry.for_settings(settings).register_model(model_uri, accuracy)
+    name = endpoint_name_for(model.version)
+    log(f"deploying model v{model.version} to new endpoint {name}")
+    endpoint = backend.endpoints.deploy(name, model_uri, model.version, log)
+    emit_endpoint_event(DEPLOYED_EVENT, endpoint, backend.name)
+    return endpoint
+
+
+def delete_endpoint(
+    settings: Settings,
+    name: str,
+    log: LogLine,
+    backend: Backend | None = None,
+    reason: str = "deleted",
+) -> Deletion:
+    """Delete endpoint ``name`` (draining in-flight requests); if the API pointed at it, clear the API first.
+
+    With the API cleared it answers 503 "no model is deployed" instead of failing against a dying endpoint.
+    """
+    backend = _backend(settings, backend)
+    endpoint = backend.endpoints.get(name)
+    if endpoint is None:
+        raise SentiflowError(
+            f"no endpoint named {name!r} on the {backend.name} backend; see `sentiflow endpoints list`"
+        )
+    api_cleared = False
+    current = backend.api.current()
+    if current is not None and current.endpoint_name == name:
+        clear = getattr(backend.api, "clear", None)
+        if clear is not None:
+            clear(log)
+            api_cleared = True
+        else:
+            log(f"warning: the API still points at {name}; it will answer errors until the next deploy")
+    backend.endpoints.delete(name)
+    log(f"endpoint {name} deleted ({reason})")
+    emit_endpoint_event(DELETED_EVENT, endpoint, backend.name, reason=reason, api_cleared=api_cleared)
+    return Deletion(name=name, api_cleared=api_cleared, endpoint=endpoint)
+
+
+def promote_candidate(
+    settings: Settings,
+    candidate: EndpointInfo,
+    parity_ok: bool,
+    log: LogLine,
+    backend: Backend | None = None,
+    drain_grace_s: float = DRAIN_GRACE_S,
+    rolled_back_from: int | None = None,
+) -> Promotion:
+    """Switch the API to ``candidate`` and retire the old endpoint(s); or, if parity failed, discard it.
+
+    Raises SentiflowError (after deleting the candidate) when parity failed or the API could not be switched;
+    the previous endpoint then keeps serving.
+    """
+    backend = _backend(settings, backend)
+    if not parity_ok:
+        delete_endpoint(settings, candidate.name, log, backend, reason="parity check failed")
+        raise SentiflowError(
+            f"endpoint {candidate.name} (model v{candidate.version}) failed the parity check and was "
+            "deleted; "
+            "the API still serves the previous model. Compare the batch-transform and endpoint predictions "
+            "in the evaluation report"
+        )
+    live = backend.endpoints.get(candidate.name)
+    if live is None or live.status != "InService":
+        state = "is gone" if live is None else f"is {live.status}"
+        raise SentiflowError(
+            f"endpoint {candidate.name} {state}; redeploy the model (the API was not changed)"
+        )
+    previous_api = backend.api.current()
+    try:
+        api = backend.api.point_to(live, log)
+    except Exception as error:
+        log(
+            f"API update failed ({error}); deleting candidate {candidate.name}; "
+            "the old endpoint keeps serving"
+        )
+        try:
+            delete_endpoint(settings, candidate.name, log, backend, reason="API update failed")
+        except SentiflowError as cleanup_error:
+            log(f"warning: could not delete {candidate.name}: {cleanup_error}")
+        if isinstance(error, SentiflowError):
+            raise
+        raise SentiflowError(f"could not point the API at {candidate.name}: {error}") from error
+    Registry.for_settings(settings).mark_promoted(candidate.version)
+    log(f"API now serves model v{candidate.version} on {candidate.name} ({api.url})")
+
+    old = [
+        endpoint.name
+        for endpoint in backend.endpoints.list()
+        if endpoint.name != candidate.name
+        and endpoint.status not in ("Creating", "Deleting")
+        and (
+            endpoint.name.startswith(NAME_PREFIX)
+            or (previous_api is not None and previous_api.endpoint_name == endpoint.name)
+        )
+    ]
+    if old and drain_grace_s > 0:
+        time.sleep(drain_grace_s)  # requests that read the old target just before the switch still reach it
+    replaced: list[str] = []
+    left: list[str] = []
+    for name in old:
+        try:
+            delete_endpoint(settings, name, log, backend, reason=f"replaced by {candidate.name}")
+            replaced.append(name)
+        except Exception as error:  # noqa: BLE001 - the promotion stands; report the leftover
+            log(
+                f"warning: old endpoint {name} could not be deleted ({error}); delete it with "
+                f"`sentiflow endpoints delete {name}`"
+            )
+            left.append(name)
+    return Promotion(
+        endpoint=live,
+        version=candidate.version,
+        api=api,
+        replaced=tuple(replaced),
+        left_running=tuple(left),
+        rolled_back_from=rolled_back_from,
+    )
+
+
+def blue_green_deploy(
+    settings: Settings,
+    model_uri: str,
+    log: LogLine,
+    accuracy: float | None = None,
+    parity_check: Callable[[EndpointInfo], bool] | None = None,
+    backend: Backend | None = None,
+    drain_grace_s: float = DRAIN_GRACE_S,
+    rolled_back_from: int | None = None,
+) -> Promotion:
+    """The whole stage in one call: new endpoint → healthy → ``parity_check`` (if given) → promote."""
+    backend = _backend(settings, backend)
+    candidate = deploy_candidate(settings, model_uri, log, accuracy, backend)
+    try:
+        parity_ok = True if parity_check is None else bool(parity_check(candidate))
+    except BaseException:
+        delete_endpoint(settings, candidate.name, log, backend, reason="parity check crashed")
+        raise
+    return promote_candidate(
+        settings,
+        candidate,
+        parity_ok,
+        log,
+        backend,
+        drain_grace_s=drain_grace_s,
+        rolled_back_from=rolled_back_from,
+    )
+
+
+def rollback(
+    settings: Settings, log: LogLine, backend: Backend | None = None, drain_grace_s: float = DRAIN_GRACE_S
+) -> Promotion:
+    """Redeploy the previously promoted model version blue/green and point the API at it."""
+    registry = Registry.for_settings(settings)
+    current = registry.current_model()
+    if current is None:
+        raise SentiflowError(
+            "nothing to roll back: no model was ever promoted in this SENTIFLOW_HOME "
+            f"({settings.home}); run the pipeline first"
+        )
+    previous = registry.previous_model(current.version)
+    if previous is None:
+        raise SentiflowError(
+            f"nothing to roll back to: model v{current.version} is the oldest promoted version "
+            "(see `sentiflow endpoints list`)"
+        )
+    log(f"rolling back from model v{current.version} to v{previous.version} ({previous.model_uri})")
+    return blue_green_deploy(
+        settings,
+        previous.model_uri,
+        log,
+        backend=backend,
+        drain_grace_s=drain_grace_s,
+        rolled_back_from=current.version,
+    )
+
+
+# --- Prefect tasks ------------------------------------------------------------------------------------------
+
+
+def _task_log() -> LogLine:
+    logger = get_run_logger()
+    return lambda line: logger.info("%s", line)
+
+
+@task(name="deploy-endpoint", timeout_seconds=1800, **NO_RETRIES)
+def deploy_endpoint_task(settings: Settings, model_uri: str, accuracy: float | None = None) -> EndpointInfo:
+    """Deploy the model to a new endpoint and wait until it is healthy (the API is not changed yet)."""
+    return deploy_candidate(settings, model_uri, _task_log(), accuracy)
+
+
+@task(name="promote-endpoint", timeout_seconds=900, **NO_RETRIES)
+def promote_endpoint_task(settings: Settings, candidate: EndpointInfo, parity_ok: bool) -> Promotion:
+    """Point the API at the candidate, then drain and delete the old endpoint(s); bad parity discards it."""
+    return promote_candidate(settings, candidate, parity_ok, _task_log())
+
+
+@task(name="delete-endpoint", timeout_seconds=600, **NO_RETRIES)
+def delete_endpoint_task(settings: Settings, name: str, reason: str = "deleted") -> Deletion:
+    """Delete one endpoint (clearing the API first if it points there)."""
+    return delete_endpoint(settings, name, _task_log(), reason=reason)
+
+
+@task(name="rollback", timeout_seconds=1800, **NO_RETRIES)
+def rollback_task(settings: Settings) -> Promotion:
+    """Redeploy the previously promoted model version."""
+    return rollback(settings, _task_log())
+
+
+@task(name="deployed-model", **NO_RETRIES)
+def deployed_model_task(settings: Settings) -> dict[str, Any] | None:
+    """The model version currently promoted (what the quality gate compares against), or None."""
+    from sentiflow.registry import Registry
+
+    current = Registry.for_settings(settings).current_model()
+    return None if current is None else asdict(current)

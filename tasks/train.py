@@ -1,0 +1,224 @@
+"""The training stage: run the backend's trainer, reuse a finished job, publish loss/accuracy plots.
+
+A job's name is a hash of the channel contents, the training code and the hyperparameters, so a rerun on the
+same inputs finds ``{output_prefix}/model.tar.gz`` and ``job.json`` in the artifact store and reuses them
+instead of training again. The logic lives in plain functions (testable without Prefect); ``train_model`` is
+the thin Prefect task around them.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from prefect import task
+
+from backends.base import ArtifactStore, Trainer, TrainingResult, TrainingSpec
+from sentiflow.config import Settings
+from sentiflow.errors import ConfigError
+from sentiflow.io import read_json, sha256_file
+from tasks.policies import NO_RETRIES
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+# Everything that decides what training produces: the script, the network, preprocessing and shipped code.
+TRAINING_CODE = ("model", "serve")
+# Settings that are training hyperparameters (SageMaker flag names with underscores).
+SETTINGS_HYPERPARAMETERS = (
+    "architecture",
+    "epochs",
+    "embedding_dim",
+    "hidden_dim",
+    "batch_size",
+    "learning_rate",
+    "patience",
+    "seed",
+)
+JOB_PREFIX = "sentiflow-train-"
+
+
+def training_hyperparameters(settings: Settings, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The job's hyperparameters: training settings with ``overrides`` on top, validated before any work."""
+    from model.train import TrainingError, parse_hyperparameters
+
+    overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    known = {key: overrides.pop(key) for key in list(overrides) if key in SETTINGS_HYPERPARAMETERS}
+    try:
+        merged = settings.with_overrides(**known)
+    except ValueError as error:
+        raise ConfigError(f"bad training hyperparameters {known}: {error}") from error
+    hyperparameters = {key: getattr(merged, key) for key in SETTINGS_HYPERPARAMETERS} | overrides
+    try:
+        parse_hyperparameters(
+            [f"--{key.replace('_', '-')}={value}" for key, value in hyperparameters.items()]
+        )
+    except TrainingError as error:
+        raise ConfigError(f"training {error} (from settings and overrides {hyperparameters})") from error
+    return hyperparameters
+
+
+def channel_fingerprint(uri: str) -> str:
+    """Content hash of a local channel folder (names + sha256 of files); other URIs stand for themselves."""
+    parsed = urlparse(uri)
+    folder = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
+    if parsed.scheme not in ("", "file") or not folder.is_dir():
+        return uri
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def training_code_hash(root: Path = PROJECT_ROOT) -> str:
+    """sha256 over the Python sources that training runs and ships (``model/``, ``serve/``)."""
+    digest = hashlib.sha256()
+    for package in TRAINING_CODE:
+        for path in sorted((root / package).rglob("*.py")):
+            if "__pycache__" not in path.parts:
+                digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    return digest.hexdigest()
+
+
+def job_name_for(channel_uris: dict[str, str], hyperparameters: dict[str, Any], code_hash: str) -> str:
+    """Deterministic job name (≤ 63 chars, SageMaker-valid) for these channels, code and hyperparameters."""
+    payload = json.dumps(
+        {
+            "channels": {name: channel_fingerprint(uri) for name, uri in sorted(channel_uris.items())},
+            "code": code_hash,
+            "hyperparameters": hyperparameters,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return JOB_PREFIX + hashlib.sha256(payload.encode()).hexdigest()[:20]
+
+
+def output_prefix_for(job_name: str) -> str:
+    return f"training/{job_name}"
+
+
+def find_finished(store: ArtifactStore, output_prefix: str) -> TrainingResult | None:
+    """The recorded result of a finished job under ``output_prefix``, or None."""
+    if not (store.exists(f"{output_prefix}/model.tar.gz") and store.exists(f"{output_prefix}/job.json")):
+        return None
+    with tempfile.TemporaryDirectory() as tmp:
+        record = read_json(store.get_file(f"{output_prefix}/job.json", Path(tmp) / "job.json"))
+    return TrainingResult(
+        job_name=record["job_name"],
+        model_uri=store.uri(f"{output_prefix}/model.tar.gz"),
+        metrics=record["metrics"],
+        hyperparameters=record["hyperparameters"],
+        duration_s=record["duration_s"],
+    )
+
+
+def run_training_stage(
+    trainer: Trainer,
+    store: ArtifactStore,
+    channel_uris: dict[str, str],
+    hyperparameters: dict[str, Any],
+    log: Callable[[str], None],
+) -> tuple[TrainingResult, bool]:
+    """Train (or reuse the finished identical job); returns ``(result, reused)``."""
+    missing = {"train", "validation"} - set(channel_uris)
+    if missing:
+        raise ConfigError(f"training needs the channels {sorted(missing)}; got {sorted(channel_uris)}")
+    job_name = job_name_for(channel_uris, hyperparameters, training_code_hash())
+    prefix = output_prefix_for(job_name)
+    finished = find_finished(store, prefix)
+    if finished is not None:
+        log(
+            f"reusing finished training job {job_name} (same data, code and hyperparameters): "
+            f"{finished.model_uri}"
+        )
+        return finished, True
+    spec = TrainingSpec(
+        job_name=job_name,
+        hyperparameters=hyperparameters,
+        channels={name: channel_uris[name] for name in ("train", "validation")},
+        output_prefix=prefix,
+        tags={"project": "sentiflow"},
+    )
+    return trainer.train(spec, log), False
+
+
+# --- reporting -----------------------------------------------------------------------------------
+
+
+def plot_history(history: list[dict[str, float]]) -> bytes:
+    """PNG of train/validation loss and validation accuracy per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    epochs = [entry["epoch"] for entry in history]
+    figure = Figure(figsize=(9, 3.5), dpi=100)
+    loss, accuracy = figure.subplots(1, 2)
+    loss.plot(epochs, [e["train_loss"] for e in history], marker="o", label="train")
+    loss.plot(epochs, [e["val_loss"] for e in history], marker="o", label="validation")
+    loss.set(title="Loss", xlabel="epoch", ylabel="binary cross-entropy")
+    loss.legend()
+    accuracy.plot(epochs, [e["val_accuracy"] for e in history], marker="o", color="tab:green")
+    accuracy.set(title="Validation accuracy", xlabel="epoch", ylabel="accuracy")
+    for axes in (loss, accuracy):
+        axes.set_xticks(epochs)
+        axes.grid(alpha=0.3)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return buffer.getvalue()
+
+
+def training_report(result: TrainingResult, reused: bool, png: bytes) -> str:
+    """Markdown for the Prefect artifact: summary line and the plot as a data URI."""
+    metrics = result.metrics
+    image = base64.b64encode(png).decode("ascii")
+    state = "reused from an earlier run" if reused else f"trained in {result.duration_s:.0f} s"
+    return (
+        f"### Training job `{result.job_name}`\n\n"
+        f"{state}; best epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
+        f"val_loss {metrics['val_loss']:.4f}, val_accuracy {metrics['val_accuracy']:.4f}.\n\n"
+        f"Artifact: `{result.model_uri}`\n\n"
+        f"![training curves](data:image/png;base64,{image})\n"
+    )
+
+
+def epoch_table(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    return [
+        {
+            key: round(float(entry[key]), 4)
+            for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_s")
+        }
+        for entry in history
+    ]
+
+
+@task(name="train-model", **NO_RETRIES)
+def train_model(
+    settings: Settings, channel_uris: dict[str, str], hyperparameters: dict[str, Any] | None = None
+) -> TrainingResult:
+    """Train the model on the backend (or reuse the identical finished job) and publish its curves."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_backend
+
+    logger = get_run_logger()
+    resolved = training_hyperparameters(settings, hyperparameters)
+    backend = get_backend(settings)
+    result, reused = run_training_stage(backend.trainer, backend.store, channel_uris, resolved, logger.info)
+    history = result.metrics["history"]
+    create_markdown_artifact(
+        key="training-curves",
+        markdown=training_report(result, reused, plot_history(history)),
+        description=f"Loss and validation accuracy of {result.job_name}",
+    )
+    create_table_artifact(key="training-epochs", table=epoch_table(history), description=result.job_name)
+    return result

@@ -1,0 +1,159 @@
+"""LocalEndpointManager: real detached ``sentiflow serve`` processes, started, checked and stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlparse
+
+import httpx
+import psutil
+import pytest
+
+from backends.base import EndpointManager
+from backends.local.endpoints import LocalEndpointManager, log_tail, process_alive
+from backends.local.storage import LocalArtifactStore
+from sentiflow.config import Settings
+from sentiflow.errors import SentiflowError
+from sentiflow.registry import Registry
+from tests.serve.tiny_model import TinyModel, build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    """The session's tiny trained model (shared with the serving tests' ``tiny`` fixture)."""
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+@pytest.fixture
+def manager(settings: Settings) -> Iterator[LocalEndpointManager]:
+    endpoints = LocalEndpointManager(settings, LocalArtifactStore(settings.store_dir), drain_timeout_s=10)
+    yield endpoints
+    for info in endpoints.list():  # never leave a server behind
+        endpoints.delete(info.name, drain_timeout_s=2)
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def logs() -> tuple[list[str], object]:
+    lines: list[str] = []
+    return lines, lines.append
+
+
+def test_implements_the_interface(manager: LocalEndpointManager) -> None:
+    assert isinstance(manager, EndpointManager)
+    assert manager.list() == [] and manager.get("nothing") is None
+
+
+def test_rejects_bad_names_and_missing_models(manager: LocalEndpointManager, tmp_path: Path) -> None:
+    with pytest.raises(SentiflowError, match="invalid endpoint name 'bad_name!'"):
+        manager.deploy("bad_name!", str(tmp_path), 1, print)
+    with pytest.raises(SentiflowError, match="does not exist; pass a model.tar.gz"):
+        manager.deploy("ep-missing", str(tmp_path / "nope.tar.gz"), 1, print)
+    assert manager.list() == []  # the failed one is cleaned up, not listed
+    assert manager.registry.get_endpoint("ep-missing", include_deleted=True).status == "Failed"
+    with pytest.raises(SentiflowError, match="no local endpoint named 'ep-missing'"):
+        manager.delete("ep-missing")
+
+
+@pytest.mark.e2e
+def test_deploy_invoke_list_delete(manager: LocalEndpointManager, tiny_model: TinyModel) -> None:
+    lines, log = logs()
+    store = LocalArtifactStore(manager.settings.store_dir)
+    uri, _ = store.put_file(tiny_model.tar_path, "models/job-1/model.tar.gz")
+
+    info = manager.deploy("ep-blue", uri, 1, log)
+
+    assert info.status == "InService" and info.version == 1 and info.model_uri == uri
+    port = urlparse(info.url).port
+    assert urlparse(info.url).hostname == "127.0.0.1" and port_open(port)
+    assert httpx.get(f"{info.url}/ping").status_code == 200
+    pid = info.extra["pid"]
+    server = psutil.Process(pid)
+    assert os.getsid(pid) == pid  # its own session: signals to the deploying process group never reach it
+    assert server.ppid() != os.getpid()  # detached: not a child of the deploying process
+    assert any("InService" in line for line in lines)
+    assert manager.log_path("ep-blue").is_file()
+
+    assert [e.name for e in manager.list()] == ["ep-blue"]
+    answer = json.loads(
+        manager.invoke("ep-blue", b'{"review": "a wonderful, brilliant film"}', "application/json")
+    )
+    assert answer["label"] == "positive"
+    assert manager.get("ep-blue").last_invoked_at is not None
+    with pytest.raises(SentiflowError, match="already exists"):
+        manager.deploy("ep-blue", uri, 1, log)
+
+    manager.delete("ep-blue")
+
+    assert not process_alive(pid) and not port_open(port)
+    assert manager.list() == [] and manager.get("ep-blue") is None
+    row = Registry.for_settings(manager.settings).get_endpoint("ep-blue", include_deleted=True)
+    assert row.status == "Deleted" and row.deleted_at is not None
+    assert store.exists("models/job-1/model.tar.gz")  # the model artifact is kept
+    with pytest.raises(SentiflowError, match="does not exist"):
+        manager.invoke("ep-blue", b"{}", "application/json")
+
+
+@pytest.mark.e2e
+def test_a_server_that_cannot_start_is_reported_with_its_log_and_cleaned(
+    manager: LocalEndpointManager, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_info.json").write_text("{}")
+
+    with pytest.raises(SentiflowError) as caught:
+        manager.deploy("ep-broken", str(broken), 3, print)
+
+    message = str(caught.value)
+    assert "ep-broken exited while starting" in message and "server.log" in message
+    assert "model.pth" in message  # the server's own complaint, from the log tail
+    row = manager.registry.get_endpoint("ep-broken", include_deleted=True)
+    assert row.status == "Failed" and row.deleted_at is not None and not process_alive(row.pid)
+    assert manager.list() == []
+
+
+@pytest.mark.e2e
+def test_a_dead_server_turns_failed_and_teardown_candidates(
+    manager: LocalEndpointManager, tiny_model: TinyModel
+) -> None:
+    info = manager.deploy("ep-green", str(tiny_model.model_dir), 2, print)
+
+    assert manager.teardown_candidates(idle_minutes=60, max_age_hours=None) == []
+    [idle] = manager.teardown_candidates(idle_minutes=0, max_age_hours=None)
+    assert idle.endpoint.name == "ep-green" and idle.reason == "idle"
+    assert idle.endpoint.extra["rss_bytes"] > 0 and idle.endpoint.extra["processes"] == 1
+    assert f"pid {info.extra['pid']}" in idle.saved and "MiB RSS" in idle.saved
+    [old] = manager.teardown_candidates(idle_minutes=60, max_age_hours=0)
+    assert old.reason == "max-age"
+
+    httpx.post(
+        f"{info.url}/invocations", json={"review": "dull and boring"}
+    )  # the server's own /stats sees it
+    assert manager.teardown_candidates(idle_minutes=0.5, max_age_hours=None) == []
+    assert manager.get("ep-green").last_invoked_at is not None
+
+    os.killpg(info.extra["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while process_alive(info.extra["pid"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert manager.get("ep-green").status == "Failed"
+    manager.delete("ep-green")  # a dead endpoint is deleted without fuss
+    assert manager.list() == []
+
+
+def test_log_tail_reads_the_end(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text("".join(f"line {i}\n" for i in range(100)))
+    assert log_tail(log, lines=3) == "line 97\nline 98\nline 99"
+    assert log_tail(tmp_path / "missing.log") == ""

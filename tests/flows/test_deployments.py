@@ -1,0 +1,145 @@
+"""Acceptance of the real deployments in ``prefect.yaml`` against a real Prefect server and worker.
+
+Fixtures (server, deploy, worker, notification receiver) come from ``tests/prefect_ops/fixtures.py``; the
+worker's environment makes a default ``train-and-deploy`` run small (synthetic archive, one epoch). The module
+is skipped until every flow ``prefect.yaml`` points at exists.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.prefect_ops.helpers import (
+    PrefectStack,
+    Receiver,
+    free_port,
+    quick_run_from_ui,
+    real_flows_exist,
+    retry_like_the_ui,
+    run_deployment_now,
+    serve_directory,
+    task_runs_of,
+    wait_for_final_state,
+    wait_until,
+)
+
+pytest_plugins = ["tests.prefect_ops.fixtures"]
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not real_flows_exist(), reason="flows/pipeline.py, evaluate.py or teardown.py missing"
+    ),
+]
+
+TRAIN = "sentiflow-pipeline/train-and-deploy"
+TEARDOWN = "sentiflow-teardown/teardown-idle-endpoints"
+EVALUATE = "sentiflow-evaluate/evaluate"
+PIPELINE_TIMEOUT = 900
+
+
+def _deployment(name: str):  # noqa: ANN202 - prefect response model
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        return client.read_deployment_by_name(name)
+
+
+def test_real_deployments_register_with_their_schedules(prefect_deployed: list[str]) -> None:
+    assert {TRAIN, TEARDOWN, EVALUATE} <= set(prefect_deployed)
+    train = _deployment(TRAIN)
+    assert [s.schedule.cron for s in train.schedules] == ["0 3 * * 1"]
+    assert train.global_concurrency_limit is not None and train.global_concurrency_limit.limit == 1
+    teardown = _deployment(TEARDOWN)
+    assert [s.schedule.interval.total_seconds() for s in teardown.schedules] == [900]
+    assert _deployment(EVALUATE).schedules == []
+
+
+def test_worker_completes_a_triggered_train_and_deploy(prefect_worker: int) -> None:
+    run_id = run_deployment_now(TRAIN, {"teardown_after": True})
+    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "COMPLETED", run.state.message
+
+
+def test_failed_run_notifies_then_ui_retry_skips_completed_stages(
+    prefect_worker: int, notify_receiver: Receiver, synthetic_archive: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    from sentiflow.io import sha256_file
+
+    port = free_port()
+    name = f"imdb-{uuid.uuid4().hex[:8]}.tar.gz"
+    parameters = {
+        "source": f"http://127.0.0.1:{port}/{name}",
+        "sha256": sha256_file(synthetic_archive),
+        "teardown_after": True,
+    }
+    run_id = run_deployment_now(TRAIN, parameters)
+    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "FAILED"
+
+    def notification() -> dict | None:
+        return next((r["json"] for r in notify_receiver.received() if str(run_id) in str(r["json"])), None)
+
+    text = wait_until(notification, timeout=60, what="the failure notification")["text"]
+    for expected in ("Flow: sentiflow-pipeline", "Deployment: train-and-deploy", f"Run: {run.name}"):
+        assert expected in text
+    assert "Failed task: download" in text
+    assert "Error: " in text and f"/runs/flow-run/{run_id}" in text
+
+    first_attempt = {t.id: t for t in task_runs_of(run_id)}
+    completed_before = {t.task_key for t in first_attempt.values() if t.state.type.value == "COMPLETED"}
+    shutil.copy(synthetic_archive, tmp_path / name)
+    with serve_directory(tmp_path, port=port):  # the fix: the data URL answers now
+        retry_like_the_ui(run_id)
+        run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    second_attempt = [t for t in task_runs_of(run_id) if t.id not in first_attempt]
+    states = {t.task_key: t.state.name for t in second_attempt}
+    for key in completed_before:
+        assert states.get(key) == "Cached", (key, states)
+    assert any(t.name.startswith("download") and t.state.name == "Completed" for t in second_attempt)
+
+
+def test_ui_run_button_starts_train_and_deploy_to_completion(
+    prefect_worker: int, prefect_server: PrefectStack
+) -> None:
+    deployment = _deployment(TRAIN)
+    run_id = quick_run_from_ui(prefect_server.ui_url, deployment.id, deployment.name)
+    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "COMPLETED", run.state.message
+
+
+def test_idle_endpoint_is_deleted_by_teardown_on_its_trigger(
+    prefect_worker: int, prefect_server: PrefectStack
+) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    from sentiflow.registry import Registry
+
+    registry = Registry.for_settings(prefect_server.settings)
+    run_id = run_deployment_now(TRAIN, {"teardown_after": False})
+    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    deployed = {record.name for record in registry.list_endpoints()}
+    assert deployed, "train-and-deploy left no endpoint to tear down"
+
+    # nobody invokes them: within the 15 s idle window plus a worker pickup they must be gone
+    def all_deleted() -> bool:
+        return not deployed & {record.name for record in registry.list_endpoints()}
+
+    wait_until(all_deleted, timeout=300, what=f"teardown of idle endpoints {sorted(deployed)}", interval=3)
+    teardown = _deployment(TEARDOWN)
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[teardown.id]))
+        )
+    targeted = {str(r.parameters.get("endpoint") or "").removeprefix("sentiflow.endpoint.") for r in runs}
+    completed = [r for r in runs if r.state is not None and r.state.type.value == "COMPLETED"]
+    assert completed, "no teardown-idle-endpoints run completed"
+    assert deployed & targeted or any(not r.parameters.get("endpoint") for r in completed)

@@ -1,0 +1,106 @@
+"""The teardown flow on a real (test-harness) Prefect server: dry run, per-endpoint run, report artifacts."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from backends.base import Backend
+from backends.local.api import LocalApiGateway
+from backends.local.endpoints import LocalEndpointManager, process_alive
+from backends.local.storage import LocalArtifactStore
+from sentiflow.config import Settings
+from tasks.deploy import blue_green_deploy, resource_id
+from tests.serve.tiny_model import TinyModel, build_tiny_model
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        importlib.util.find_spec("backends.local.training") is None,
+        reason="the flow calls get_backend, which needs backends/local/training.py (lead)",
+    ),
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+@pytest.fixture(scope="module")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture
+def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
+    monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
+    settings = settings.with_overrides(api_port=0)
+    store = LocalArtifactStore(settings.store_dir)
+    endpoints = LocalEndpointManager(settings, store, drain_timeout_s=15)
+    api = LocalApiGateway(settings)
+    backend = Backend("local", store, None, None, endpoints, api)  # type: ignore[arg-type] - no training here
+    yield backend
+    api.stop()
+    for info in endpoints.list():
+        endpoints.delete(info.name, drain_timeout_s=2)
+
+
+def test_flow_dry_run_then_event_style_teardown(
+    prefect_harness: None, settings: Settings, local: Backend, tiny_model: TinyModel
+) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.teardown import teardown_idle_endpoints
+
+    promotion = blue_green_deploy(settings, str(tiny_model.model_dir), print, backend=local)
+    name, pid = promotion.endpoint.name, promotion.endpoint.extra["pid"]
+
+    dry = teardown_idle_endpoints(idle_minutes=0, dry_run=True)
+    assert dry["dry_run"] and [item["name"] for item in dry["items"]] == [name] and dry["deleted"] == []
+    assert process_alive(pid)
+
+    kept = teardown_idle_endpoints(idle_minutes=600)
+    assert kept["items"] == [] and process_alive(pid)
+
+    report = teardown_idle_endpoints(idle_minutes=0, endpoint=resource_id(name))
+    assert report["deleted"] == [name] and report["api_cleared"] and report["endpoint_filter"] == name
+    assert not process_alive(pid)
+    response = httpx.post(f"{promotion.api.url}/predict", json={"review": "fine"}, timeout=30)
+    assert response.status_code == 503
+
+    with get_client(sync_client=True) as client:
+        keys = {artifact.key for artifact in client.read_latest_artifacts()}
+        assert {"endpoint-teardown", "endpoint-teardown-summary"} <= keys
+        events = _wait_for_events(
+            client, resource_id(name), {"sentiflow.endpoint.deployed", "sentiflow.endpoint.deleted"}
+        )
+    deleted = events["sentiflow.endpoint.deleted"]
+    assert deleted["payload"]["name"] == name and deleted["payload"]["api_cleared"] is True
+    assert events["sentiflow.endpoint.deployed"]["payload"]["version"] == promotion.version
+
+
+def _wait_for_events(
+    client: object, resource: str, names: set[str], timeout_s: float = 60
+) -> dict[str, dict]:
+    """The latest event of each name for ``resource``, polling the server until all have arrived."""
+    deadline = time.monotonic() + timeout_s
+    found: dict[str, dict] = {}
+    while time.monotonic() < deadline:
+        response = client.request(  # type: ignore[attr-defined]
+            "POST",
+            "/events/filter",
+            json={"filter": {"resource": {"id": [resource]}, "event": {"name": sorted(names)}}, "limit": 50},
+        )
+        found = {event["event"]: event for event in response.json()["events"]}
+        if names <= set(found):
+            return found
+        time.sleep(0.5)
+    raise AssertionError(f"events {sorted(names - set(found))} for {resource} never arrived")

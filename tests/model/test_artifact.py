@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from model.artifact import (
+    ArtifactError,
+    SentimentModel,
+    load_artifact,
+    pack_model_dir,
+    unpack_model,
+    write_inference_code,
+)
+from model.train import TrainConfig, TrainPaths, run_training
+
+LAYOUT = {
+    "model.pth",
+    "model_info.json",
+    "word_dict.json",
+    "preprocessing.json",
+    "metrics.json",
+    "code/inference.py",
+    "code/requirements.txt",
+    "code/model/__init__.py",
+    "code/model/preprocessing.py",
+    "code/model/stopwords.py",
+    "code/model/network.py",
+    "code/model/artifact.py",
+    "code/serve/__init__.py",
+    "code/serve/inference.py",
+}
+
+
+@pytest.fixture(scope="module")
+def model_dir(channels: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    job = tmp_path_factory.mktemp("job")
+    config = TrainConfig(embedding_dim=8, hidden_dim=8, batch_size=16, learning_rate=0.01, epochs=2, seed=1)
+    paths = TrainPaths(
+        job / "model", channels / "train", channels / "validation", job / "output", job / "ckpt"
+    )
+    run_training(config, paths, log=lambda line: None, job_name="job-7")
+    return paths.model_dir
+
+
+@pytest.fixture(scope="module")
+def model(model_dir: Path) -> SentimentModel:
+    return load_artifact(model_dir)
+
+
+def test_loaded_model_is_in_eval_mode_with_its_preprocessing(model: SentimentModel) -> None:
+    assert not model.network.training
+    assert model.version == "job-7"
+    assert model.info["vocab_size"] == model.preprocessor.config.vocab_size
+    assert model.preprocessor.max_len == model.info["max_len"]
+
+
+def test_predict_proba_is_float64_ordered_and_deterministic(model: SentimentModel, channels: Path) -> None:
+    rows = np.loadtxt(channels / "validation" / "validation.csv", delimiter=",", dtype=np.int64)[:, 1:]
+    model.batch_size = 7  # several length-sorted batches
+    scores = model.predict_proba(rows)
+    assert scores.dtype == np.float64 and scores.shape == (len(rows),)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert np.array_equal(scores, model.predict_proba(rows))
+    order = np.random.default_rng(0).permutation(len(rows))
+    np.testing.assert_allclose(model.predict_proba(rows[order]), scores[order], atol=1e-6)
+    one_by_one = np.array([model.predict_proba(row[None, :])[0] for row in rows[:5]])
+    np.testing.assert_allclose(one_by_one, scores[:5], atol=1e-6)
+
+
+def test_predict_texts_separates_the_synthetic_sentiment(model: SentimentModel) -> None:
+    positive, negative = model.predict_texts(["wonderful brilliant loved it", "awful boring, a waste"])
+    assert positive > 0.5 > negative
+    assert model.predict_texts([]).shape == (0,)
+
+
+def test_predict_proba_rejects_rows_of_another_vocabulary(model: SentimentModel) -> None:
+    rows = np.array([[2, 5, 10_000]], dtype=np.int64)
+    with pytest.raises(ArtifactError, match="word ids outside"):
+        model.predict_proba(rows)
+    with pytest.raises(ArtifactError, match="2-D integer array"):
+        model.predict_proba(np.array([1.5, 2.0]))
+
+
+def test_load_artifact_names_a_missing_file(model_dir: Path, tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(model_dir, broken)
+    (broken / "model.pth").unlink()
+    with pytest.raises(ArtifactError, match="lacks model.pth"):
+        load_artifact(broken)
+
+
+def test_model_tar_layout_and_round_trip(model_dir: Path, tmp_path: Path) -> None:
+    tar_path = pack_model_dir(model_dir, tmp_path / "model.tar.gz")
+    with tarfile.open(tar_path) as tar:
+        names = {member.name for member in tar.getmembers() if member.isfile()}
+    assert names >= LAYOUT
+    assert not any(name.startswith(("/", "./", "model/model.pth")) or "__pycache__" in name for name in names)
+    assert pack_model_dir(model_dir, tmp_path / "again.tar.gz").read_bytes() == tar_path.read_bytes()
+
+    unpacked = unpack_model(tar_path, tmp_path / "unpacked")
+    rows = load_artifact(model_dir).preprocessor.encode_texts(["a great film", "a dull film"])
+    np.testing.assert_array_equal(
+        load_artifact(unpacked).predict_proba(rows), load_artifact(model_dir).predict_proba(rows)
+    )
+
+
+def test_requirements_pin_the_installed_tokenizer_dependencies(model_dir: Path) -> None:
+    from importlib.metadata import version
+
+    lines = (model_dir / "code" / "requirements.txt").read_text().split()
+    assert lines == [f"nltk=={version('nltk')}", f"beautifulsoup4=={version('beautifulsoup4')}"]
+
+
+def test_code_dir_serves_on_its_own(model_dir: Path, tmp_path: Path) -> None:
+    """code/inference.py imports only what code/ carries (as in SageMaker's container) and loads the model."""
+    script = (
+        "import sys, inference, model.artifact\n"
+        f"assert model.artifact.__file__.startswith({str(model_dir / 'code')!r}), model.artifact.__file__\n"
+        f"loaded = inference.model_fn({str(model_dir)!r})\n"
+        "print(type(loaded).__name__, all(callable(f) for f in "
+        "(inference.input_fn, inference.predict_fn, inference.output_fn)))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(model_dir / "code")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["SentimentModel", "True"]
+
+
+def test_write_inference_code_fails_clearly_without_serve(tmp_path: Path) -> None:
+    source = tmp_path / "src"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "model", source / "model")
+    with pytest.raises(ArtifactError, match=r"serve/__init__.py, serve/inference.py not found"):
+        write_inference_code(tmp_path / "model", root=source)
+
+
+def _tar_with(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:
+    path = tmp_path / "evil.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        member.size = len(data)
+        tar.addfile(member, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize("name", ["../escape.txt", "/etc/evil.txt"])
+def test_unpack_refuses_paths_leaving_the_destination(name: str, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="unsafe entry"):
+        unpack_model(_tar_with(tmp_path, tarfile.TarInfo(name), b"x"), tmp_path / "dest")
+    assert not (tmp_path / "escape.txt").exists()
+
+
+def test_unpack_refuses_links(tmp_path: Path) -> None:
+    link = tarfile.TarInfo("model.pth")
+    link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+    with pytest.raises(ArtifactError, match="unsafe entry 'model.pth'"):
+        unpack_model(_tar_with(tmp_path, link), tmp_path / "dest")
+
+
+def test_unpack_rejects_a_file_that_is_not_a_tarball(tmp_path: Path) -> None:
+    junk = tmp_path / "model.tar.gz"
+    junk.write_bytes(b"not a tarball")
+    with pytest.raises(ArtifactError, match="cannot unpack"):
+        unpack_model(junk, tmp_path / "dest")

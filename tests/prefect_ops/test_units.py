@@ -1,0 +1,117 @@
+"""Fast checks of sentiflow's Prefect operations code (no server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sentiflow.cli import app
+from sentiflow.config import Settings
+from sentiflow.errors import ConfigError, SentiflowError
+from sentiflow.prefect_ops.deploy import idle_seconds, render_prefect_file
+from sentiflow.prefect_ops.notifications import classify_notify_url, notification_block_for
+from sentiflow.prefect_ops.server import resolve_api_url, server_env, start_server
+from tests.prefect_ops.helpers import PROJECT_ROOT
+
+
+@pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("https://hooks.slack.com/services/T000/B000/XXXX", "slack"),
+        ("mailto://user:secret@example.com?to=ops@example.com", "apprise"),
+        ("json://127.0.0.1:9911/hook", "apprise"),
+        ("https://chat.example.com/hooks/abc", "webhook"),
+        ("http://127.0.0.1:8080/notify", "webhook"),
+    ],
+)
+def test_notify_url_kinds(url: str, kind: str) -> None:
+    assert classify_notify_url(url) == kind
+
+
+@pytest.mark.parametrize("url", ["not a url", "nosuchscheme://x", "https:///path-only"])
+def test_unusable_notify_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError):
+        classify_notify_url(url)
+
+
+def test_notification_blocks_by_kind() -> None:
+    from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
+
+    assert isinstance(notification_block_for("json://127.0.0.1:1/x"), SlackWebhook)
+    webhook = notification_block_for("http://127.0.0.1:1/x")
+    assert isinstance(webhook, CustomWebhookNotificationBlock)
+    assert webhook.method == "POST" and webhook.json_data["text"] == "{{body}}"
+
+
+def test_idle_window_is_at_least_ten_seconds() -> None:
+    assert idle_seconds(Settings(idle_minutes=60)) == 3600
+    assert idle_seconds(Settings(idle_minutes=0.01)) == 10
+
+
+def test_rendered_prefect_file_sets_the_idle_window(tmp_path: Path) -> None:
+    rendered = render_prefect_file(
+        Settings(idle_minutes=0.5), PROJECT_ROOT / "prefect.yaml", tmp_path / "r.yaml"
+    )
+    config = yaml.safe_load(rendered.read_text())
+    teardown = next(d for d in config["deployments"] if d["name"] == "teardown-idle-endpoints")
+    assert teardown["triggers"][0]["within"] == 30
+
+
+def test_prefect_yaml_declares_the_three_deployments() -> None:
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+    assert config["build"] is None and config["push"] is None
+    assert "prefect.deployments.steps.set_working_directory" in config["pull"][0]
+    deployments = {d["name"]: d for d in config["deployments"]}
+    assert set(deployments) == {"train-and-deploy", "teardown-idle-endpoints", "evaluate"}
+    train = deployments["train-and-deploy"]
+    assert train["entrypoint"] == "flows/pipeline.py:pipeline"
+    assert train["schedules"][0]["cron"] == "0 3 * * 1"
+    assert train["concurrency_limit"]["limit"] == 1
+    teardown = deployments["teardown-idle-endpoints"]
+    assert teardown["entrypoint"] == "flows/teardown.py:teardown_idle_endpoints"
+    assert teardown["schedules"][0]["interval"] == 900
+    trigger = teardown["triggers"][0]
+    assert trigger["posture"] == "Proactive" and trigger["parameters"] == {
+        "endpoint": "{{ event.resource.id }}"
+    }
+    assert deployments["evaluate"]["entrypoint"] == "flows/evaluate.py:evaluate"
+    assert deployments["evaluate"]["schedules"] == []
+    for deployment in deployments.values():
+        assert deployment["work_pool"]["name"] == "sentiflow-local"
+        assert deployment["work_pool"]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == "30"
+
+
+def test_server_env_pins_port_for_api_and_ui_and_disables_telemetry(tmp_path: Path) -> None:
+    env = server_env(Settings(home=tmp_path / "home"), "127.0.0.1", 4555)
+    assert env["PREFECT_SERVER_API_PORT"] == "4555"
+    assert env["PREFECT_API_URL"] == env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4555/api"
+    assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    assert Path(env["PREFECT_HOME"]).is_absolute() and env["PREFECT_HOME"].startswith(str(tmp_path))
+
+
+def test_no_server_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    with pytest.raises(SentiflowError, match="sentiflow prefect server"):
+        resolve_api_url(Settings(home=tmp_path / "home"))
+    with pytest.raises(ConfigError):
+        start_server(Settings(home=tmp_path / "home"), port=70000)
+
+
+def test_status_reports_nothing_running(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTIFLOW_HOME", str(tmp_path / "home"))
+    result = CliRunner().invoke(app, ["prefect", "status"])
+    assert result.exit_code == 1
+    assert "server: not running" in result.output and "worker: not running" in result.output
+
+
+def test_invocation_events_are_off_without_a_prefect_api(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sentiflow.prefect_ops.events import InvocationEvents, endpoint_resource_id
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert not InvocationEvents().invoked("ep")
+    assert (
+        endpoint_resource_id("ep") == endpoint_resource_id("sentiflow.endpoint.ep") == "sentiflow.endpoint.ep"
+    )

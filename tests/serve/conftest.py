@@ -1,0 +1,21 @@
+"""Serving fixtures: the tiny trained model (shared across the session) and it loaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.serve.tiny_model import TinyModel, build_tiny_model
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def tiny_loaded(tiny: TinyModel) -> Any:
+    from serve.inference import model_fn
+
+    return model_fn(str(tiny.model_dir))

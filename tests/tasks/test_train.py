@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from backends.local.storage import LocalArtifactStore
+from backends.local.training import LocalTrainer
+from sentiflow.config import Settings
+from sentiflow.errors import ConfigError
+from tasks.train import (
+    epoch_table,
+    job_name_for,
+    plot_history,
+    run_training_stage,
+    training_hyperparameters,
+    training_report,
+)
+from tests.model.conftest import write_channels
+
+TINY = {"epochs": 1, "embedding_dim": 8, "hidden_dim": 8, "batch_size": 32, "num_threads": 1}
+HISTORY = [
+    {"epoch": 1, "train_loss": 0.6, "val_loss": 0.5, "val_accuracy": 0.7, "epoch_s": 3.0},
+    {"epoch": 2, "train_loss": 0.4, "val_loss": 0.45, "val_accuracy": 0.8, "epoch_s": 2.9},
+]
+
+
+@pytest.fixture
+def store(settings: Settings) -> LocalArtifactStore:
+    return LocalArtifactStore(settings.store_dir)
+
+
+def _put_channels(store: LocalArtifactStore, source: Path, key: str) -> dict[str, str]:
+    for path in source.rglob("*.*"):
+        store.put_file(path, f"channels/{key}/{path.relative_to(source).as_posix()}")
+    return {name: store.uri(f"channels/{key}/{name}") for name in ("train", "validation")}
+
+
+def test_hyperparameters_are_settings_with_overrides(settings: Settings) -> None:
+    merged = training_hyperparameters(settings, {"epochs": 7, "hidden_dim": None, "dropout": 0.1})
+    assert merged["epochs"] == 7 and merged["dropout"] == 0.1
+    assert merged["hidden_dim"] == settings.hidden_dim and merged["architecture"] == settings.architecture
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [({"epochs": 0}, "epochs"), ({"architecture": "gpt"}, "'gpt' is unknown"), ({"dropuot": 0.1}, "dropuot")],
+)
+def test_bad_hyperparameters_are_config_errors(settings: Settings, overrides: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        training_hyperparameters(settings, overrides)
+
+
+def test_job_name_follows_channel_content_code_and_hyperparameters(tmp_path: Path) -> None:
+    a = write_channels(tmp_path / "a", per_class=20, seed=1)
+    b = write_channels(tmp_path / "b", per_class=20, seed=1)  # same content, other folder
+    c = write_channels(tmp_path / "c", per_class=20, seed=2)
+    uris = {
+        name: {"train": (root / "train").as_uri(), "validation": (root / "validation").as_uri()}
+        for name, root in zip("abc", (a, b, c), strict=True)
+    }
+    name = job_name_for(uris["a"], TINY, "code1")
+    assert name == job_name_for(uris["b"], TINY, "code1")
+    assert name != job_name_for(uris["c"], TINY, "code1")
+    assert name != job_name_for(uris["a"], {**TINY, "epochs": 2}, "code1")
+    assert name != job_name_for(uris["a"], TINY, "code2")
+    assert len(name) <= 63 and name.replace("-", "").isalnum()
+
+
+def test_rerun_with_same_inputs_reuses_the_finished_job(
+    settings: Settings, store: LocalArtifactStore, tmp_path: Path
+) -> None:
+    uris = _put_channels(store, write_channels(tmp_path / "made", per_class=60), "k1")
+    trainer = LocalTrainer(settings, store)
+    lines: list[str] = []
+    first, reused = run_training_stage(trainer, store, uris, TINY, lines.append)
+    assert not reused and any(line.startswith("epoch 1/1") for line in lines)
+    log_file = settings.home / "jobs" / first.job_name / "output" / "train.log"
+    stamp = log_file.stat().st_mtime_ns
+
+    lines.clear()
+    second, reused = run_training_stage(trainer, store, uris, TINY, lines.append)
+    assert reused and second == first
+    assert lines == [
+        f"reusing finished training job {first.job_name} (same data, code and hyperparameters): "
+        f"{first.model_uri}"
+    ]
+    assert log_file.stat().st_mtime_ns == stamp
+
+    third, reused = run_training_stage(trainer, store, uris, {**TINY, "seed": 9}, lambda line: None)
+    assert not reused and third.job_name != first.job_name
+
+
+def test_missing_validation_channel_is_a_config_error(settings: Settings, store: LocalArtifactStore) -> None:
+    with pytest.raises(ConfigError, match="validation"):
+        run_training_stage(LocalTrainer(settings, store), store, {"train": "file:///x"}, TINY, print)
+
+
+def test_report_embeds_the_png_plot() -> None:
+    png = plot_history(HISTORY)
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 5000
+    from backends.base import TrainingResult
+
+    metrics = {"history": HISTORY, "best_epoch": 2, "epochs_run": 2, "val_loss": 0.45, "val_accuracy": 0.8}
+    result = TrainingResult("job-x", "file:///m.tar.gz", metrics, TINY, 6.0)
+    markdown = training_report(result, reused=False, png=png)
+    assert "`job-x`" in markdown and "val_accuracy 0.8000" in markdown
+    assert "](data:image/png;base64,iVBORw0KGgo" in markdown
+    assert epoch_table(HISTORY)[1] == {
+        "epoch": 2,
+        "train_loss": 0.4,
+        "val_loss": 0.45,
+        "val_accuracy": 0.8,
+        "epoch_s": 2.9,
+    }
+
+
+@pytest.fixture(scope="module")
+def prefect_harness() -> Iterator[None]:
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.mark.e2e
+def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
+    prefect_harness: None, settings: Settings, store: LocalArtifactStore, tmp_path: Path
+) -> None:
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+
+    from tasks.train import train_model
+
+    uris = _put_channels(store, write_channels(tmp_path / "made", per_class=60), "k2")
+
+    @flow(name="train-e2e")
+    def train_flow() -> object:
+        return train_model(
+            settings, uris, {"epochs": 2, "embedding_dim": 8, "hidden_dim": 8, "num_threads": 1}
+        )
+
+    result = train_flow()
+    assert result.hyperparameters["epochs"] == 2 and result.hyperparameters["architecture"] == "bilstm-pool"
+    assert store.exists(store.key_from_uri(result.model_uri))
+    with get_client(sync_client=True) as client:
+        artifacts = {artifact.key: artifact for artifact in client.read_artifacts()}
+    assert "data:image/png;base64," in artifacts["training-curves"].data
+    assert "training-epochs" in artifacts
