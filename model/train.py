@@ -187,9 +187,11 @@ def resolve_paths(argv: Sequence[str], env: dict[str, str]) -> TrainPaths:
 def check_hosts(env: dict[str, str]) -> None:
     """Refuse multi-host jobs: this script trains on one machine."""
     try:
-        hosts = list(json.loads(env.get("SM_HOSTS") or "[]"))
-    except (ValueError, TypeError) as error:
-        raise TrainingError(f"SM_HOSTS is not a JSON list of host names: {env.get('SM_HOSTS')!r}") from error
+        hosts = json.loads(env.get("SM_HOSTS") or "[]")
+    except ValueError:
+        hosts = None
+    if not isinstance(hosts, list):
+        raise TrainingError(f"SM_HOSTS is not a JSON list of host names: {env.get('SM_HOSTS')!r}")
     if len(hosts) > 1:
         raise TrainingError(
             f"SM_HOSTS lists {len(hosts)} hosts ({', '.join(hosts)}); distributed training is not supported, "

@@ -54,8 +54,11 @@ def synthetic_review(rng: random.Random, positive: bool) -> str:
     return text[:40] + "<br /><br />" + text[40:] + ("" if rng.random() < 0.8 else " &amp; <i>more</i>")
 
 
-def write_aclimdb(root: Path, per_class: int = 100, seed: int = 7) -> Path:
-    """Write ``root/aclImdb/{train,test}/{pos,neg}/ID_RATING.txt``; returns the ``aclImdb`` folder."""
+def write_aclimdb(root: Path, per_class: int = 100, seed: int = 7, unlearnable: bool = False) -> Path:
+    """Write ``root/aclImdb/{train,test}/{pos,neg}/ID_RATING.txt``; returns the ``aclImdb`` folder.
+
+    ``unlearnable``: each text's mood is a coin flip, unrelated to its label (a model can only guess).
+    """
     rng = random.Random(seed)
     base = root / "aclImdb"
     for split in ("train", "test"):
@@ -71,9 +74,15 @@ def write_aclimdb(root: Path, per_class: int = 100, seed: int = 7) -> Path:
     return base
 
 
-def write_archive(root: Path, per_class: int = 100, seed: int = 7, name: str = "aclImdb_test.tar.gz") -> Path:
+def write_archive(
+    root: Path,
+    per_class: int = 100,
+    seed: int = 7,
+    name: str = "aclImdb_test.tar.gz",
+    unlearnable: bool = False,
+) -> Path:
     """A ``.tar.gz`` of ``write_aclimdb`` output; returns its path."""
-    source = write_aclimdb(root / "src", per_class, seed)
+    source = write_aclimdb(root / "src", per_class, seed, unlearnable)
     archive = root / name
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(source, arcname="aclImdb")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,38 +15,12 @@ from tests.lambda_fn.endpoint_double import EndpointDouble, running_endpoint
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path(os.environ.get("SENTIFLOW_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 SCREENSHOT = Path("/tmp/sentiflow-page.png")
 POSITIVE = (
     "A wonderful, brilliant film. I loved every minute; the acting is excellent and the story a masterpiece."
 )
 NEGATIVE = "An awful, boring mess. The worst film I have seen this year and a complete waste of two hours."
 XSS = 'Great film <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> & more'
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install .[dev])"
-    )
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
