@@ -7,8 +7,8 @@ stages write them). When that folder is absent they are prepared once from an ex
 the way the data stages do it (reference tokenizer, vocabulary of 5,000 from the train split only, max_len
 500, 10 % stratified hold-out, seed 42) and cached there.
 
-Each network is trained in this process through ``model.train.run_training`` (the same code SageMaker runs) on
-``--threads`` CPU threads, then scored on the 25,000 test reviews through ``model.artifact.load_artifact``.
+Each network is trained in this process through ``model.train.run_training`` (the same code SageMaker runs)
+on ``--threads`` CPU threads, then scored on the 25,000 test reviews through ``model.artifact.load_artifact``.
 The wall time covers training and writing the artifact, not data preparation. The machine is shared with other
 work, so figures are noisy; compare networks within one run. The last line is machine-readable:
 ``test_accuracy=0.8843 wall_s=612`` (the default network).
@@ -105,12 +105,10 @@ def _load_test(channels: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def benchmark(channels: Path, hyperparameters: dict, threads: int, label: str) -> tuple[float, float]:
     """Train one network and score it on the test channel; returns (test accuracy, training wall seconds)."""
-    import torch
-
     from model.artifact import load_artifact
     from model.train import TrainPaths, parse_hyperparameters, run_training
 
-    torch.set_num_threads(threads)
+    hyperparameters = {**hyperparameters, "num_threads": threads}
     argv = [f"--{key.replace('_', '-')}={value}" for key, value in hyperparameters.items()]
     config = parse_hyperparameters(argv)
     with tempfile.TemporaryDirectory(prefix=f"bench-{label}-") as tmp:
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--reference-epochs", type=int, default=4, help="Epochs for the reference (notebook: 10)."
     )
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: one per core).")
     parser.add_argument("--prepare-only", action="store_true")
     parser.add_argument(
         "--hp", action="append", default=[], help="Override for the default network: key=value."

@@ -85,7 +85,9 @@ class TrainConfig:
     patience: int = 2
     max_grad_norm: float = 5.0
     seed: int = 42
-    num_threads: int = 0  # 0: torch's default
+    # Intra-op CPU threads; 0 = torch's default (one per core). 1 by measurement: LSTM steps are too small to
+    # split, and spinning threads made an epoch 20x slower on a shared 2-core machine.
+    num_threads: int = 1
 
     def validate(self) -> TrainConfig:
         problems = []

@@ -27,8 +27,8 @@ from sentiflow.io import read_json, sha256_file
 from tasks.policies import NO_RETRIES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Everything that decides what training produces: the script, the network, preprocessing and shipped code.
-TRAINING_CODE = ("model", "serve")
+# Besides the inference code shipped in code/, what decides what training produces.
+TRAINING_CODE = ("model/train.py",)
 # Settings that are training hyperparameters (SageMaker flag names with underscores).
 SETTINGS_HYPERPARAMETERS = (
     "architecture",
@@ -76,12 +76,14 @@ def channel_fingerprint(uri: str) -> str:
 
 
 def training_code_hash(root: Path = PROJECT_ROOT) -> str:
-    """sha256 over the Python sources that training runs and ships (``model/``, ``serve/``)."""
+    """sha256 over the sources training runs and ships in ``code/`` (not the local server, say)."""
+    from model.artifact import INFERENCE_SOURCES
+
     digest = hashlib.sha256()
-    for package in TRAINING_CODE:
-        for path in sorted((root / package).rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                digest.update(f"{path.relative_to(root).as_posix()}\0{sha256_file(path)}\n".encode())
+    for relative in sorted({*INFERENCE_SOURCES, *TRAINING_CODE}):
+        path = root / relative
+        if path.is_file():
+            digest.update(f"{relative}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 

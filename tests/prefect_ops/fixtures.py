@@ -6,8 +6,9 @@ Fixtures (hoistable into ``tests/conftest.py``):
   15 s idle window; ``notify_receiver``: an HTTP server on 127.0.0.1 recording every POST.
 - ``prefect_server``: ``sentiflow.prefect_ops.server.start_server`` on a free port (UI on); this process's
   Prefect client points at it for the whole session (also for threads).
-- ``prefect_deployed``: ``deploy_all`` of ``tests/prefect_ops/prefect.fixture.yaml`` and, once the lead's
-  flows exist, of ``prefect.yaml``; ``prefect_worker``: ``start_worker`` on the ``sentiflow-local`` pool.
+- ``prefect_deployed``: ``deploy_all`` of ``tests/prefect_ops/prefect.fixture.yaml`` and of the
+  ``prefect.yaml`` deployments whose flow files exist; ``prefect_worker``: ``start_worker`` on the
+  ``sentiflow-local`` pool.
 
 Set ``SENTIFLOW_TEST_PREFECT_API_URL`` to reuse a server ``.ci/run`` started (it is then not stopped).
 """
@@ -32,7 +33,7 @@ from tests.prefect_ops.helpers import (
     PrefectStack,
     Receiver,
     free_port,
-    real_flows_exist,
+    real_deployments_available,
 )
 
 
@@ -116,8 +117,9 @@ def prefect_deployed(prefect_server: PrefectStack) -> list[str]:
     from sentiflow.prefect_ops.deploy import deploy_all
 
     report = deploy_all(prefect_server.settings, project_dir=PROJECT_ROOT, prefect_file=FIXTURE_PREFECT_FILE)
-    if real_flows_exist():
-        report = deploy_all(prefect_server.settings, project_dir=PROJECT_ROOT)
+    available = real_deployments_available()
+    if available:
+        report = deploy_all(prefect_server.settings, project_dir=PROJECT_ROOT, names=available)
     return report.deployments
 
 
@@ -137,6 +139,7 @@ def small_pipeline_env(archive: Path) -> dict[str, str]:
         "SENTIFLOW_MAX_REGRESSION": "1",
         "SENTIFLOW_PARITY_SAMPLE": "20",
         "SENTIFLOW_API_PORT": str(free_port()),
+        "SENTIFLOW_IDLE_MINUTES": str(IDLE_MINUTES),  # same window as the deployed idle trigger
     }
     if NLTK_DATA.is_dir():
         env["NLTK_DATA"] = str(NLTK_DATA)

@@ -19,7 +19,6 @@ T = TypeVar("T")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 FIXTURE_PREFECT_FILE = Path(__file__).with_name("prefect.fixture.yaml")
-REAL_FLOW_FILES = ("flows/pipeline.py", "flows/evaluate.py", "flows/teardown.py")
 IDLE_MINUTES = 0.25
 
 
@@ -30,9 +29,17 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def real_flows_exist() -> bool:
-    """True once the flows ``prefect.yaml`` points at are all in the tree."""
-    return all((PROJECT_ROOT / name).is_file() for name in REAL_FLOW_FILES)
+def real_deployments_available() -> list[str]:
+    """Names of the ``prefect.yaml`` deployments whose flow file exists in the tree (the lead's flows land
+    one by one)."""
+    import yaml
+
+    config = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    return [
+        d["name"]
+        for d in config.get("deployments") or []
+        if (PROJECT_ROOT / d["entrypoint"].split(":", 1)[0]).is_file()
+    ]
 
 
 @dataclass

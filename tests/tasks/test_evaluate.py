@@ -167,12 +167,6 @@ def test_parity_refuses_misaligned_inputs(tiny: TinyModel, batch_scores: np.ndar
 # --- the Prefect tasks, wired like the flow wires them ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.mark.e2e

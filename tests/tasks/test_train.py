@@ -148,3 +148,18 @@ def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
         artifacts = {artifact.key: artifact for artifact in client.read_artifacts()}
     assert "data:image/png;base64," in artifacts["training-curves"].data
     assert "training-epochs" in artifacts
+
+
+def test_code_hash_follows_the_shipped_sources(tmp_path: Path) -> None:
+    from model.artifact import INFERENCE_SOURCES
+    from tasks.train import PROJECT_ROOT, training_code_hash
+
+    for relative in (*INFERENCE_SOURCES, "model/train.py", "serve/server.py"):
+        target = tmp_path / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((PROJECT_ROOT / relative).read_bytes())
+    before = training_code_hash(tmp_path)
+    (tmp_path / "serve" / "server.py").write_text("# the local server does not change the model\n")
+    assert training_code_hash(tmp_path) == before
+    (tmp_path / "model" / "network.py").write_text("# changed\n")
+    assert training_code_hash(tmp_path) != before
