@@ -12,6 +12,9 @@ import pytest
 from sentiflow.config import Settings
 from tests.synthetic import write_archive
 
+# The moto server and the aws "world" (tests/aws_fixtures.py), for tests of the aws backend in any folder.
+pytest_plugins = ["tests.aws_fixtures"]
+
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SENTIFLOW_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
 IMDB_MIRROR = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"

@@ -33,3 +33,11 @@ def make_backend(settings: Settings) -> Backend:
         endpoints=SageMakerEndpoints(settings, clients, store),
         api=LambdaHttpApi(settings, clients),
     )
+
+
+def make_store(settings: Settings):  # noqa: ANN201 - S3ArtifactStore, imported lazily
+    """Only the S3 artifact store (the data stages need nothing else)."""
+    from backends.aws.clients import AwsClients
+    from backends.aws.storage import S3ArtifactStore
+
+    return S3ArtifactStore(AwsClients(settings), settings.aws_bucket or "", settings.aws_prefix)

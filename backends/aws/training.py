@@ -47,34 +47,21 @@ VOLUME_SIZE_GB = 10
 TERMINAL = {"Completed", "Failed", "Stopped"}
 # Requirements the training script needs beyond the PyTorch container (same pins as the inference code).
 FALLBACK_REQUIREMENTS = {"nltk": "3.9", "beautifulsoup4": "4.12"}
-# Matches the per-epoch line of model/train.py when that module cannot be imported here.
-FALLBACK_METRIC_DEFINITIONS: list[dict[str, str]] = [
-    {"Name": "epoch", "Regex": r"^epoch=(\d+) "},
-    {"Name": "train:loss", "Regex": r"train_loss=([0-9.]+)"},
-    {"Name": "validation:loss", "Regex": r"val_loss=([0-9.]+)"},
-    {"Name": "validation:accuracy", "Regex": r"val_accuracy=([0-9.]+)"},
-    {"Name": "epoch:seconds", "Regex": r"epoch_s=([0-9.]+)"},
-]
 _NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
 
 
-def _train_module() -> Any | None:
-    try:
-        import model.train as train_module
-    except ImportError:
-        return None
-    return train_module
-
-
 def metric_definitions() -> list[dict[str, str]]:
-    """``model.train.METRIC_DEFINITIONS`` (the script's own log-line regexes), else the fallback above."""
-    module = _train_module()
-    return list(getattr(module, "METRIC_DEFINITIONS", None) or FALLBACK_METRIC_DEFINITIONS)
+    """The training script's own log-line regexes (``model.train.METRIC_DEFINITIONS``)."""
+    from model.train import METRIC_DEFINITIONS
+
+    return list(METRIC_DEFINITIONS)
 
 
 def supports_distributed() -> bool:
     """Whether model/train.py declares torch DDP support (``SUPPORTS_DDP = True``)."""
-    return bool(getattr(_train_module(), "SUPPORTS_DDP", False))
+    import model.train
+
+    return bool(getattr(model.train, "SUPPORTS_DDP", False))
 
 
 def sagemaker_name(name: str, limit: int = 63) -> str:

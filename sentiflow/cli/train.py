@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from sentiflow.cli.data import Sha256Option, SourceOption
+from sentiflow.cli.data import Sha256Option, SourceOption, print_data_summary
 from sentiflow.config import get_settings
 from sentiflow.runtime import configure_environment
 
@@ -48,14 +48,15 @@ def train(
     training_hyperparameters(settings, overrides)  # bad values fail here, before any data work
     from flows.pipeline import train_flow
 
-    result = train_flow(source=source, sha256=sha256, hyperparameters=overrides)
-    metrics = result.metrics
-    typer.echo(f"training job  {result.job_name} ({result.duration_s:.0f} s)")
+    summary = train_flow(source=source, sha256=sha256, hyperparameters=overrides)
+    print_data_summary(summary["data"])
+    result, metrics = summary["training"], summary["training"]["metrics"]
+    typer.echo(f"training    {result['job_name']} ({result['duration_s']:.0f} s)")
     typer.echo(
-        f"best epoch    {metrics['best_epoch']} of {metrics['epochs_run']}: "
+        f"best epoch  {metrics['best_epoch']} of {metrics['epochs_run']}: "
         f"val_loss {metrics['val_loss']:.4f} · val_accuracy {metrics['val_accuracy']:.4f}"
     )
-    typer.echo(f"model         {result.model_uri}")
+    typer.echo(f"model       {result['model_uri']}")
 
 
 def register(app: typer.Typer) -> None:

@@ -127,9 +127,6 @@ def test_request_metric_definitions_spot_and_model_contract(aws_settings: Settin
         for d in request["AlgorithmSpecification"]["MetricDefinitions"]
     }
     assert found["validation:accuracy"] == "0.881" and found["train:loss"] == "0.312"
-    assert (
-        training.metric_definitions() == training.FALLBACK_METRIC_DEFINITIONS
-    )  # in sync with model/train.py
 
 
 def test_failed_job_raises_with_failure_reason(aws_settings: Settings, moto_world: MotoWorld) -> None:

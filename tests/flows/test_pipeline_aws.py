@@ -1,0 +1,76 @@
+"""The whole pipeline with ``backend="aws"`` against a moto server on 127.0.0.1 — the same flow code as local.
+
+moto plays the AWS control plane; the moto world (tests/aws_fixtures.py, tests/backends/aws/moto_world.py) fills
+in what moto does not do by running the real code: ``model/train.py`` for the training job and
+``serve.inference`` for the batch transform. The test asserts the important fields of every request.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.backends.aws.moto_world import MotoWorld
+from tests.synthetic import write_archive
+
+pytestmark = pytest.mark.e2e
+
+
+def test_pipeline_runs_on_aws(moto_world: MotoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from flows.pipeline import pipeline
+
+    environment = {
+        "SENTIFLOW_HOME": str(tmp_path / "home"),
+        "SENTIFLOW_EXPECTED_ROWS_PER_SPLIT": "200",
+        "SENTIFLOW_VOCAB_SIZE": "60",
+        "SENTIFLOW_MAX_LEN": "80",
+        "SENTIFLOW_EPOCHS": "3",
+        "SENTIFLOW_MIN_ACCURACY": "0.8",
+        "SENTIFLOW_PARITY_SAMPLE": "50",
+    }
+    environment |= {f"SENTIFLOW_{key.upper()}": str(value) for key, value in moto_world.settings_overrides().items()}
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+
+    summary = pipeline(source=str(write_archive(tmp_path, per_class=100)), backend="aws")
+
+    assert summary["backend"] == "aws" and summary["promoted"], summary["gate"]
+    assert summary["evaluation"]["model"]["accuracy"] >= 0.8 and summary["parity"]["passed"]
+    bucket = moto_world.bucket
+    assert all(uri.startswith(f"s3://{bucket}/") for uri in summary["data"]["uploaded"]["channels"].values())
+
+    sagemaker = moto_world.client("sagemaker")
+    job = sagemaker.describe_training_job(TrainingJobName=summary["training"]["job_name"])
+    image = job["AlgorithmSpecification"]["TrainingImage"]
+    assert image == "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+    assert job["RoleArn"] == moto_world.role_arn
+    assert json.loads(job["HyperParameters"]["sagemaker_program"]) == "model/train.py"
+    assert job["HyperParameters"]["epochs"] == "3"
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    assert set(channels) == {"train", "validation"} and channels["train"].startswith(f"s3://{bucket}/")
+    # moto replaces MetricDefinitions with its own in DescribeTrainingJob: tests/backends/aws checks the request
+    job_tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
+    assert job_tags["project"] == "sentiflow"
+
+    endpoint_name = summary["promotion"]["endpoint"]["name"]
+    endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
+    assert endpoint["EndpointStatus"] == "InService"
+    config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])
+    variant = config["ProductionVariants"][0]
+    model = sagemaker.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_PROGRAM"] == "inference.py"
+    assert model["PrimaryContainer"]["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
+    assert model["PrimaryContainer"]["Image"].endswith("pytorch-inference:2.5-cpu-py311")
+    assert variant["InstanceType"] == "ml.m5.large"
+    endpoint_tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=endpoint["EndpointArn"])["Tags"]}
+    assert endpoint_tags["sentiflow:managed"] == "true"
+
+    function = moto_world.client("lambda").get_function_configuration(FunctionName="sentiflow-predict")
+    assert function["Environment"]["Variables"]["ENDPOINT_NAME"] == endpoint_name
+    assert function["Handler"] == "lambda_fn.handler.handler"
+    gateway = moto_world.client("apigatewayv2")
+    api = next(a for a in gateway.get_apis()["Items"] if a["ApiEndpoint"] == summary["promotion"]["api"]["url"])
+    assert {r["RouteKey"] for r in gateway.get_routes(ApiId=api["ApiId"])["Items"]} >= {"POST /predict"}
+    assert "$default" in {s["StageName"] for s in gateway.get_stages(ApiId=api["ApiId"])["Items"]}
