@@ -3,9 +3,9 @@
     .venv/bin/python benchmarks/train.py [--compare-reference] [--channels DIR] [--aclimdb DIR]
 
 Channels come from ``--channels`` (a folder with ``train/``, ``validation/``, ``test/`` as the data
-stages write them). When that folder is absent they are prepared once from an extracted ``aclImdb`` folder
-the way the data stages do it (reference tokenizer, vocabulary of 5,000 from the train split only, max_len
-500, 10 % stratified hold-out, seed 42) and cached there.
+stages write them), or are prepared by the data stages themselves (``tasks/data``: default settings —
+vocabulary 5,000, max_len 500, 10 % stratified hold-out, seed 42) from ``--archive`` (default: the IMDB mirror
+in ``../shared/data``) and cached under ``--home``.
 
 Each network is trained in this process through ``model.train.run_training`` (the same code SageMaker runs)
 on ``--threads`` CPU threads, then scored on the 25,000 test reviews through ``model.artifact.load_artifact``.
@@ -28,19 +28,7 @@ import numpy as np
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 if str(PROJECT_ROOT) not in sys.path:
     sys.path.insert(0, str(PROJECT_ROOT))
-
-from model.preprocessing import (  # noqa: E402
-    PreprocessingConfig,
-    Preprocessor,
-    build_vocabulary,
-    encode_many,
-    reviews_to_words,
-)
-
-VOCAB_SIZE = 5000
-MAX_LEN = 500
-SEED = 42
-VALIDATION_FRACTION = 0.1
+DEFAULT_ARCHIVE = PROJECT_ROOT.parent / "shared" / "data" / "aclImdb_v1_labeled.tar.gz"
 
 # The course notebook's settings for the reference network (its epochs are capped by --reference-epochs).
 REFERENCE_HYPERPARAMETERS = {
@@ -52,47 +40,21 @@ REFERENCE_HYPERPARAMETERS = {
 }
 
 
-def _read_split(aclimdb: Path, split: str) -> tuple[list[str], np.ndarray]:
-    texts: list[str] = []
-    labels: list[int] = []
-    for label, folder in ((1, "pos"), (0, "neg")):
-        for path in sorted((aclimdb / split / folder).glob("*.txt")):
-            texts.append(path.read_text(encoding="utf-8"))
-            labels.append(label)
-    return texts, np.asarray(labels, dtype=np.int64)
+def prepare_channels(archive: Path, home: Path) -> Path:
+    """The data stages' channels for ``archive`` (cached under ``home``); returns the channel set's folder."""
+    from sentiflow.config import Settings
+    from sentiflow.io import sha256_file
+    from tasks.data.channels import prepare_channels as prepare
+    from tasks.data.extract import load_archive
 
-
-def _write_rows(path: Path, labels: np.ndarray | None, rows: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = rows if labels is None else np.column_stack([labels, rows])
-    np.savetxt(path, table, fmt="%d", delimiter=",")
-
-
-def prepare_channels(aclimdb: Path, channels: Path) -> None:
-    """Write ``train/``, ``validation/`` and ``test/`` channels from an extracted ``aclImdb`` folder."""
     started = time.perf_counter()
-    train_texts, train_labels = _read_split(aclimdb, "train")
-    test_texts, test_labels = _read_split(aclimdb, "test")
-    train_words = reviews_to_words(train_texts)
-    test_words = reviews_to_words(test_texts)
-    rng = np.random.default_rng(SEED)
-    validation = np.zeros(len(train_labels), dtype=bool)
-    for label in (0, 1):
-        members = np.flatnonzero(train_labels == label)
-        chosen = rng.choice(members, size=round(len(members) * VALIDATION_FRACTION), replace=False)
-        validation[chosen] = True
-    fit_words = [words for words, held in zip(train_words, validation, strict=True) if not held]
-    word_dict = build_vocabulary(fit_words, VOCAB_SIZE)
-    train_rows = encode_many(train_words, word_dict, MAX_LEN)
-    test_rows = encode_many(test_words, word_dict, MAX_LEN)
-    _write_rows(channels / "train" / "train.csv", train_labels[~validation], train_rows[~validation])
-    _write_rows(channels / "validation" / "validation.csv", train_labels[validation], train_rows[validation])
-    _write_rows(channels / "test" / "test_features.csv", None, test_rows)
-    _write_rows(channels / "test" / "test_labels.csv", None, test_labels[:, None])
-    Preprocessor(word_dict, PreprocessingConfig(vocab_size=VOCAB_SIZE, max_len=MAX_LEN)).save(
-        channels / "train"
+    channels = prepare(load_archive(archive), sha256_file(archive), Settings(home=home))
+    print(
+        f"channels {channels.root} ({'cached' if channels.cached else 'prepared'}, "
+        f"{time.perf_counter() - started:.0f} s)",
+        flush=True,
     )
-    print(f"prepared channels in {channels} ({time.perf_counter() - started:.0f} s)", flush=True)
+    return Path(channels.root)
 
 
 def _load_test(channels: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -142,25 +104,20 @@ def benchmark(channels: Path, hyperparameters: dict, threads: int, label: str) -
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--channels", type=Path, default=Path(tempfile.gettempdir()) / "sentiflow-bench-channels"
-    )
-    parser.add_argument("--aclimdb", type=Path, default=Path("/tmp/imdb/aclImdb"))
+    parser.add_argument("--channels", type=Path, help="Prepared channels (default: prepare from --archive).")
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE, help="IMDB archive to prepare from.")
+    parser.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "sentiflow-bench")
     parser.add_argument("--compare-reference", action="store_true", help="Also train the reference network.")
-    parser.add_argument(
-        "--reference-epochs", type=int, default=4, help="Epochs for the reference (notebook: 10)."
-    )
+    parser.add_argument("--reference-epochs", type=int, default=4, help="Epochs for the reference (notebook: 10).")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: one per core).")
     parser.add_argument("--prepare-only", action="store_true")
-    parser.add_argument(
-        "--hp", action="append", default=[], help="Override for the default network: key=value."
-    )
+    parser.add_argument("--hp", action="append", default=[], help="Override for the default network: key=value.")
     args = parser.parse_args(argv)
 
-    if not (args.channels / "test" / "test_labels.csv").is_file():
-        if not (args.aclimdb / "train" / "pos").is_dir():
-            parser.error(f"no channels in {args.channels} and no extracted aclImdb folder at {args.aclimdb}")
-        prepare_channels(args.aclimdb, args.channels)
+    if args.channels is None:
+        if not args.archive.is_file():
+            parser.error(f"IMDB archive not found at {args.archive}; pass --archive or --channels")
+        args.channels = prepare_channels(args.archive, args.home)
     if args.prepare_only:
         return
 

@@ -26,21 +26,30 @@ def _run_dir(settings: Settings) -> str:
     return str(path)
 
 
+def _stage(task: Any, *args: Any, cache_hits: dict[str, bool]) -> Any:
+    """Run ``task``; record whether Prefect served it from its cache (a rerun of finished work)."""
+    state = task(*args, return_state=True)
+    cache_hits[task.name] = state.name == "Cached"
+    return state.result()
+
+
 def prepare_data(
     settings: Settings, source: str | None, sha256: str | None, max_reviews_per_class: int | None
 ) -> dict[str, Any]:
     """Wire the data stages; returns what later stages and the summary need."""
-    archive = download_task(settings, source, sha256)
-    dataset = load_task(settings, archive)
-    validation = validate_task(settings, dataset, f"{_run_dir(settings)}/validation")
-    channels = prepare_task(settings, dataset, archive.sha256, max_reviews_per_class)
-    uploaded = upload_task(settings, channels)
+    hits: dict[str, bool] = {}
+    archive = _stage(download_task, settings, source, sha256, cache_hits=hits)
+    dataset = _stage(load_task, settings, archive, cache_hits=hits)
+    validation = _stage(validate_task, settings, dataset, f"{_run_dir(settings)}/validation", cache_hits=hits)
+    channels = _stage(prepare_task, settings, dataset, archive.sha256, max_reviews_per_class, cache_hits=hits)
+    uploaded = _stage(upload_task, settings, channels, cache_hits=hits)
     return {
         "archive": archive.to_dict(),
         "dataset": dataset,
         "validation": validation,
         "channels": channels.to_dict(),
         "uploaded": uploaded.to_dict(),
+        "cache_hits": hits,
     }
 
 

@@ -29,24 +29,24 @@ data_app = typer.Typer(help="Download, validate and preprocess the IMDB dataset.
 
 def print_data_summary(summary: dict) -> None:
     archive, channels, uploaded = summary["archive"], summary["channels"], summary["uploaded"]
+    hits = summary.get("cache_hits", {})
     counts = channels["counts"]
-    typer.echo(
-        f"archive     {archive['path']} ({archive['size'] / 1e6:.1f} MB, sha256 {archive['sha256'][:16]}…)"
-    )
-    typer.echo(f"            {'cache hit' if archive['cached'] else 'downloaded'}")
-    typer.echo(
-        f"validation  {summary['validation']['checks']} checks passed, report: {summary['validation']['report_dir']}"
-    )
+    reused = [stage for stage, hit in hits.items() if hit]
+    typer.echo(f"archive     {archive['path']} ({archive['size'] / 1e6:.1f} MB, sha256 {archive['sha256'][:16]}…)")
+    typer.echo(f"validation  {summary['validation']['checks']} checks passed, report: {summary['validation']['report_dir']}")
     typer.echo(
         f"channels    train {counts['train']:,} · validation {counts['validation']:,} · test {counts['test']:,} "
-        f"· vocabulary {channels['vocabulary_size']:,} ({'cache hit' if channels['cached'] else 'built'})"
+        f"· vocabulary {channels['vocabulary_size']:,}"
     )
     typer.echo(f"            {channels['root']}")
-    typer.echo(
-        f"store       {len(uploaded['uploaded'])} files uploaded, {len(uploaded['skipped'])} already there"
-    )
+    if not hits.get("upload-channels"):
+        typer.echo(f"store       {len(uploaded['uploaded'])} files uploaded, {len(uploaded['skipped'])} already there")
     for name, uri in uploaded["channels"].items():
         typer.echo(f"            {name:<10} {uri}")
+    if reused:
+        typer.echo(f"cache hits  {len(reused)} of {len(hits)} stages reused finished work: {', '.join(reused)}")
+    else:
+        typer.echo(f"cache hits  none: all {len(hits)} stages ran")
 
 
 @data_app.command("prepare")
