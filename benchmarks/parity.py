@@ -29,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="model folder, model.tar.gz or store URI")
     parser.add_argument("--data", type=Path, required=True, help="reviews.parquet of the dataset")
     parser.add_argument("--channels", type=Path, required=True, help="channel set folder (holds test/)")
-    parser.add_argument(
-        "--max-reviews-per-class", type=int, default=None, help="as given to data preparation"
-    )
+    parser.add_argument("--max-reviews-per-class", type=int, default=None, help="as given to data preparation")
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args(argv)
 
@@ -57,10 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         batch_labels, batch_scores = load_transform_scores(store, out)
         batch_s = time.perf_counter() - started
     if len(batch_labels) != len(reviews):
-        print(
-            f"error: {len(reviews)} raw test reviews but {len(batch_labels)} batch rows; "
-            "wrong --channels/--data?"
-        )
+        print(f"error: {len(reviews)} raw test reviews but {len(batch_labels)} batch rows; wrong --channels/--data?")
         return 2
 
     server = start_server_process(str(model_dir), extra_args=["--access-log", "off"])
@@ -87,15 +82,13 @@ def main(argv: list[str] | None = None) -> int:
     over = sum(d > TOLERANCE for d in diffs)
     print(f"model {model_dir} · {len(reviews):,} raw test reviews")
     print(
-        f"batch transform (encoded channel rows): {batch_s:.1f} s · "
-        f"endpoint over HTTP (raw text): {endpoint_s:.1f} s"
+        f"batch transform (encoded channel rows): {batch_s:.1f} s · endpoint over HTTP (raw text): {endpoint_s:.1f} s"
     )
     print(f"labels equal: {len(reviews) - len(label_mismatch):,} / {len(reviews):,}")
     print(f"max |score difference|: {max(diffs):.2e} (tolerance {TOLERANCE:g}; {over} over)")
     for index in label_mismatch[:5]:
         print(
-            f"  mismatch #{index}: batch {batch_labels[index]} vs endpoint {served[index]} · "
-            f"{reviews[index][:100]!r}"
+            f"  mismatch #{index}: batch {batch_labels[index]} vs endpoint {served[index]} · {reviews[index][:100]!r}"
         )
     return 0 if not label_mismatch and over == 0 else 1
 

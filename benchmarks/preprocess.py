@@ -52,11 +52,19 @@ def main() -> int:
     single_rate = len(sample) / (time.perf_counter() - started)
     assert single == reference_tokens, "sentiflow's tokens differ from the reference on the sample"
 
-    print(f"reviews                     {len(reviews):,} (reference timed on {len(sample):,})")
-    print(f"reference notebook          {reference_rate:10,.0f} reviews/s  (full dataset ≈ {len(reviews) / reference_rate / 60:.0f} min)")
-    print(f"sentiflow, 1 process        {single_rate:10,.0f} reviews/s")
-    print(f"sentiflow, {default_workers()} processes       {ours_rate:10,.0f} reviews/s  (full dataset {ours_seconds:.1f} s)")
-    print(f"speed-up                    {ours_rate / reference_rate:10,.0f}x (1 process: {single_rate / reference_rate:,.0f}x)")
+    minutes = len(reviews) / reference_rate / 60
+    rows = [
+        ("reviews", f"{len(reviews):,} (reference timed on {len(sample):,})"),
+        ("reference notebook", f"{reference_rate:10,.0f} reviews/s  (full dataset ≈ {minutes:.0f} min)"),
+        ("sentiflow, 1 process", f"{single_rate:10,.0f} reviews/s"),
+        (
+            f"sentiflow, {default_workers()} processes",
+            f"{ours_rate:10,.0f} reviews/s  (full dataset {ours_seconds:.1f} s)",
+        ),
+        ("speed-up", f"{ours_rate / reference_rate:10,.0f}x (1 process: {single_rate / reference_rate:,.0f}x)"),
+    ]
+    for label, value in rows:
+        print(f"{label:<28}{value}")
     if args.verify_all:
         mismatches = sum(a != review_to_words_fast_reference(r) for r, a in zip(reviews, ours, strict=True))
         print(f"identical tokens            {len(reviews) - mismatches:,} of {len(reviews):,} reviews")

@@ -58,9 +58,7 @@ def post(conn: http.client.HTTPConnection, body: bytes, content_type: str) -> by
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="model folder, model.tar.gz or store URI")
-    parser.add_argument(
-        "--reviews", type=Path, default=None, help="reviews.parquet (default: synthetic reviews)"
-    )
+    parser.add_argument("--reviews", type=Path, default=None, help="reviews.parquet (default: synthetic reviews)")
     parser.add_argument("--requests", type=int, default=1000, help="single-review requests to time")
     parser.add_argument("--batch-reviews", type=int, default=5000, help="reviews for the throughput run")
     parser.add_argument("--batch-size", type=int, default=256, help="reviews per batch request")
@@ -81,9 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)  # as the server runs each request (sentiflow serve --torch-threads 1)
 
     def in_process(texts: list[str]) -> None:
-        output_fn(
-            predict_fn(input_fn(json.dumps({"reviews": texts}), "application/json", len(texts)), model), None
-        )
+        output_fn(predict_fn(input_fn(json.dumps({"reviews": texts}), "application/json", len(texts)), model), None)
 
     for review in reviews[:50]:
         in_process([review])

@@ -14,7 +14,7 @@ from prefect.runtime import flow_run
 
 from sentiflow.config import Settings, get_settings
 from tasks.data.stages import download_task, load_task, prepare_task, upload_task, validate_task
-from tasks.deploy import deployed_model_task, deploy_endpoint_task, delete_endpoint_task, promote_endpoint_task
+from tasks.deploy import delete_endpoint_task, deploy_endpoint_task, deployed_model_task, promote_endpoint_task
 from tasks.evaluate import batch_transform_task, evaluate_task, gate_task, parity_task
 from tasks.train import train_model
 

@@ -179,16 +179,12 @@ def _review(event: Mapping[str, Any]) -> str:
             payload = json.loads(text) if text.strip() else {}
         except json.JSONDecodeError as error:
             if content_type.endswith("json"):
-                raise _HttpError(
-                    400, "bad request", 'the body is not valid JSON; send {"review": "…"}'
-                ) from error
+                raise _HttpError(400, "bad request", 'the body is not valid JSON; send {"review": "…"}') from error
             payload = text  # plain text that happens to start with "{"
         if isinstance(payload, dict):
             review = payload.get("review")
             if review is None:
-                raise _HttpError(
-                    400, "bad request", 'the JSON body has no "review" field; send {"review": "…"}'
-                )
+                raise _HttpError(400, "bad request", 'the JSON body has no "review" field; send {"review": "…"}')
             if not isinstance(review, str):
                 raise _HttpError(400, "bad request", 'the "review" field must be a string')
             text = review
@@ -200,9 +196,7 @@ def _review(event: Mapping[str, Any]) -> str:
     if not text.strip():
         raise _HttpError(400, "empty review", "the review is empty; type a few sentences about a movie")
     if len(text) > max_chars:
-        raise _HttpError(
-            400, "review too long", f"the review has {len(text)} characters; the limit is {max_chars}"
-        )
+        raise _HttpError(400, "review too long", f"the review has {len(text)} characters; the limit is {max_chars}")
     return text
 
 
@@ -261,9 +255,7 @@ def _is_missing_endpoint(error: ClientError) -> bool:
 def _invoke(review: str) -> tuple[str, float, str | None]:
     endpoint_name = _env("ENDPOINT_NAME")
     if not endpoint_name:
-        raise _HttpError(
-            503, NO_MODEL_MESSAGE, "the API is not pointed at a model endpoint; deploy a model first"
-        )
+        raise _HttpError(503, NO_MODEL_MESSAGE, "the API is not pointed at a model endpoint; deploy a model first")
     try:
         response = _runtime_client().invoke_endpoint(
             EndpointName=endpoint_name,
@@ -273,9 +265,7 @@ def _invoke(review: str) -> tuple[str, float, str | None]:
         )
         raw = response["Body"].read()
     except (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError) as error:
-        raise _HttpError(
-            503, NO_MODEL_MESSAGE, f"the model endpoint {endpoint_name!r} is not reachable"
-        ) from error
+        raise _HttpError(503, NO_MODEL_MESSAGE, f"the model endpoint {endpoint_name!r} is not reachable") from error
     except ClientError as error:
         if _is_missing_endpoint(error):
             raise _HttpError(

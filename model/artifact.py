@@ -75,9 +75,7 @@ class SentimentModel:
         """P(positive) as float64 for encoded rows ``(n, 1 + max_len)``; batched by length, order kept."""
         rows = np.asarray(rows)
         if rows.ndim != 2 or rows.shape[1] < 2 or not np.issubdtype(rows.dtype, np.integer):
-            raise ArtifactError(
-                f"rows must be a 2-D integer array (n, 1 + max_len), got {rows.dtype} {rows.shape}"
-            )
+            raise ArtifactError(f"rows must be a 2-D integer array (n, 1 + max_len), got {rows.dtype} {rows.shape}")
         vocab_size = int(self.info["vocab_size"])
         if len(rows) and (rows[:, 1:].min() < 0 or rows[:, 1:].max() >= vocab_size):
             raise ArtifactError(

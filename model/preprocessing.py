@@ -137,12 +137,7 @@ class PreprocessingConfig:
 
     @classmethod
     def from_dict(cls, payload: dict) -> PreprocessingConfig:
-        return cls(
-            **{
-                key: payload[key]
-                for key in ("vocab_size", "max_len", "stopwords_sha256", "tokenizer_version")
-            }
-        )
+        return cls(**{key: payload[key] for key in ("vocab_size", "max_len", "stopwords_sha256", "tokenizer_version")})
 
     def check_compatible(self) -> None:
         """Refuse state written by a different tokenizer or stopword list than this code's."""

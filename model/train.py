@@ -92,9 +92,7 @@ class TrainConfig:
     def validate(self) -> TrainConfig:
         problems = []
         if self.architecture not in ARCHITECTURES:
-            problems.append(
-                f"--architecture {self.architecture!r} is unknown (choose {', '.join(ARCHITECTURES)})"
-            )
+            problems.append(f"--architecture {self.architecture!r} is unknown (choose {', '.join(ARCHITECTURES)})")
         for name in ("epochs", "batch_size", "embedding_dim", "hidden_dim", "patience"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
@@ -223,8 +221,7 @@ def read_channel(folder: Path, name: str, max_len: int, vocab_size: int) -> tupl
     path = folder / f"{name}.csv"
     if not path.is_file():
         raise TrainingError(
-            f"channel {name!r}: {path} not found; "
-            f"pass the {name} channel (SM_CHANNEL_{name.upper()} or --{name})"
+            f"channel {name!r}: {path} not found; pass the {name} channel (SM_CHANNEL_{name.upper()} or --{name})"
         )
     try:
         table = _read_csv(path)
@@ -238,12 +235,7 @@ def read_channel(folder: Path, name: str, max_len: int, vocab_size: int) -> tupl
     labels, rows = table[:, 0], table[:, 1:]
     if not np.isin(labels, (0, 1)).all():
         raise TrainingError(f"channel {name!r}: {path} has labels other than 0/1 in column 1")
-    if (
-        rows[:, 0].min() < 0
-        or rows[:, 0].max() > max_len
-        or rows[:, 1:].min() < 0
-        or rows[:, 1:].max() >= vocab_size
-    ):
+    if rows[:, 0].min() < 0 or rows[:, 0].max() > max_len or rows[:, 1:].min() < 0 or rows[:, 1:].max() >= vocab_size:
         raise TrainingError(
             f"channel {name!r}: {path} has lengths outside [0, {max_len}] or ids outside [0, {vocab_size}); "
             "it does not match preprocessing.json — re-run data preparation"
@@ -301,9 +293,7 @@ def _loss_fn(network: nn.Module) -> nn.Module:
     return nn.BCEWithLogitsLoss() if returns_logits(network) else nn.BCELoss()
 
 
-def evaluate(
-    network: nn.Module, rows: torch.Tensor, labels: torch.Tensor, device: torch.device
-) -> tuple[float, float]:
+def evaluate(network: nn.Module, rows: torch.Tensor, labels: torch.Tensor, device: torch.device) -> tuple[float, float]:
     """(mean loss, accuracy) over all rows, in length-sorted batches."""
     network.eval()
     loss_fn = _loss_fn(network)
@@ -496,10 +486,7 @@ def run_training(
         "duration_s": time.perf_counter() - started,
     }
     write_model_dir(paths, best, info, metrics, inference_code)
-    log(
-        f"wrote model to {paths.model_dir} "
-        f"(best epoch {state.best_epoch}, val_accuracy={metrics['val_accuracy']:.4f})"
-    )
+    log(f"wrote model to {paths.model_dir} (best epoch {state.best_epoch}, val_accuracy={metrics['val_accuracy']:.4f})")
     return metrics
 
 

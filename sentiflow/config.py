@@ -26,21 +26,13 @@ class Settings(BaseSettings):
     backend: Literal["local", "aws"] = Field("local", description="Where stages run.")
 
     # --- data ----------------------------------------------------------------------------------------
-    data_url: str = Field(
-        OFFICIAL_DATA_URL, description="IMDB archive: http(s)://, file://, s3:// or a path."
-    )
+    data_url: str = Field(OFFICIAL_DATA_URL, description="IMDB archive: http(s)://, file://, s3:// or a path.")
     data_sha256: str | None = Field(None, description="Expected sha256 of a non-official archive.")
-    vocab_size: int = Field(
-        5000, ge=3, description="Vocabulary size including the pad (0) and infrequent (1) ids."
-    )
+    vocab_size: int = Field(5000, ge=3, description="Vocabulary size including the pad (0) and infrequent (1) ids.")
     max_len: int = Field(500, ge=1, description="Reviews are truncated or padded to this many tokens.")
-    validation_fraction: float = Field(
-        0.1, gt=0, lt=0.5, description="Stratified hold-out of the train split."
-    )
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="Stratified hold-out of the train split.")
     seed: int = Field(42, description="Seed for every random choice.")
-    expected_rows_per_split: int = Field(
-        25000, ge=1, description="Rows the validation suite expects per split."
-    )
+    expected_rows_per_split: int = Field(25000, ge=1, description="Rows the validation suite expects per split.")
     min_review_chars: int = Field(10, ge=1)
     max_review_chars: int = Field(20000, ge=100)
     preprocess_workers: int = Field(0, ge=0, description="Processes for tokenizing; 0 means one per core.")

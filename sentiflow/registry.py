@@ -177,8 +177,7 @@ class Registry:
             conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
         except (OSError, sqlite3.Error) as error:
             raise SentiflowError(
-                f"cannot open the endpoint registry {self.path}: {error}; "
-                "check that SENTIFLOW_HOME is writable"
+                f"cannot open the endpoint registry {self.path}: {error}; check that SENTIFLOW_HOME is writable"
             ) from error
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {int(self.timeout_s * 1000)}")
@@ -265,9 +264,7 @@ class Registry:
         record = self._endpoint(row)
         return record if include_deleted or not record.deleted else None
 
-    def list_endpoints(
-        self, backend: str | None = None, include_deleted: bool = False
-    ) -> list[EndpointRecord]:
+    def list_endpoints(self, backend: str | None = None, include_deleted: bool = False) -> list[EndpointRecord]:
         """Endpoint rows, oldest first, optionally of one backend only."""
         query = "SELECT * FROM endpoints WHERE 1 = 1"
         params: list[Any] = []
@@ -333,9 +330,7 @@ class Registry:
                 (utc_now(), version),
             )
             if cursor.rowcount == 0:
-                raise SentiflowError(
-                    f"no model version {version} in {self.path}; see `sentiflow endpoints list`"
-                )
+                raise SentiflowError(f"no model version {version} in {self.path}; see `sentiflow endpoints list`")
             row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
         return self._model(row)
 
@@ -370,8 +365,7 @@ class Registry:
             version = current.version
         with self._read() as conn:
             row = conn.execute(
-                "SELECT * FROM models WHERE promoted_at IS NOT NULL AND version < ? "
-                "ORDER BY version DESC LIMIT 1",
+                "SELECT * FROM models WHERE promoted_at IS NOT NULL AND version < ? ORDER BY version DESC LIMIT 1",
                 (version,),
             ).fetchone()
         return None if row is None else self._model(row)

@@ -48,8 +48,7 @@ def resolve_model_dir(artifact: str, settings: Settings) -> Path:
     if path.is_dir():
         if not (path / MODEL_WEIGHTS).is_file():
             raise SentiflowError(
-                f"model folder {path} holds no {MODEL_WEIGHTS}; pass a trained model folder or its "
-                "model.tar.gz"
+                f"model folder {path} holds no {MODEL_WEIGHTS}; pass a trained model folder or its model.tar.gz"
             )
         return path
     if path.is_file():

@@ -105,9 +105,7 @@ def read_api_target(path: Path) -> ApiTarget:
     except FileNotFoundError:
         return NO_TARGET
     except (OSError, ValueError) as error:
-        raise SentiflowError(
-            f"API state file {path} is unreadable ({error}); delete it and redeploy"
-        ) from None
+        raise SentiflowError(f"API state file {path} is unreadable ({error}); delete it and redeploy") from None
     if not isinstance(payload, dict):
         raise SentiflowError(f"API state file {path} does not hold a JSON object; delete it and redeploy")
     version = payload.get("model_version")
@@ -233,9 +231,7 @@ class GatewayServer(ThreadingHTTPServer):
     daemon_threads = False
     block_on_close = True  # server_close() waits for requests in flight
 
-    def __init__(
-        self, state_path: Path, host: str = "127.0.0.1", port: int = 0, max_body_bytes: int = 1 << 20
-    ):
+    def __init__(self, state_path: Path, host: str = "127.0.0.1", port: int = 0, max_body_bytes: int = 1 << 20):
         try:
             super().__init__((host, port), GatewayHandler)
         except OSError as error:
@@ -340,16 +336,12 @@ class GatewayHandler(BaseHTTPRequestHandler):
         for key, value in self.headers.items():
             key = key.lower()
             headers[key] = f"{headers[key]},{value}" if key in headers else value
-        event = build_event(
-            method, parts.path, parts.query, headers, body, self.client_address[0], request_id
-        )
+        event = build_event(method, parts.path, parts.query, headers, body, self.client_address[0], request_id)
         try:
             response, target = self.server.invoke(event, request_id)
             status = int(response.get("statusCode", 502))
             payload = response.get("body") or ""
-            data = (
-                base64.b64decode(payload) if response.get("isBase64Encoded") else str(payload).encode("utf-8")
-            )
+            data = base64.b64decode(payload) if response.get("isBase64Encoded") else str(payload).encode("utf-8")
             out_headers = {str(k): str(v) for k, v in (response.get("headers") or {}).items()}
         except Exception:  # noqa: BLE001 - like API Gateway: a Lambda fault is a 502, never a traceback
             logger.exception(json.dumps({"event": "lambda-fault", "request_id": request_id}))
@@ -388,18 +380,14 @@ class GatewayHandler(BaseHTTPRequestHandler):
                 return
             remaining -= len(chunk)
 
-    def _json_error(
-        self, status: int, error: str, message: str, started: float, *, close: bool = False
-    ) -> None:
+    def _json_error(self, status: int, error: str, message: str, started: float, *, close: bool = False) -> None:
         if close:
             self.close_connection = True
         body = json.dumps({"error": error, "message": message}).encode()
         headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
         self._send(status, body, headers, started)
 
-    def _send(
-        self, status: int, body: bytes, headers: dict[str, str], started: float, **log_fields: Any
-    ) -> None:
+    def _send(self, status: int, body: bytes, headers: dict[str, str], started: float, **log_fields: Any) -> None:
         self.send_response(status)
         for key, value in headers.items():
             if key.lower() not in ("content-length", "connection", "transfer-encoding"):

@@ -120,9 +120,7 @@ def response_content_type(accept: str | None) -> str:
             return JSON
         if kind == "text/*":
             return CSV
-    raise BadRequest(
-        f"Accept {accept!r} is not supported; ask for one of {', '.join(SUPPORTED_ACCEPTS)}", status=406
-    )
+    raise BadRequest(f"Accept {accept!r} is not supported; ask for one of {', '.join(SUPPORTED_ACCEPTS)}", status=406)
 
 
 def _decode(body: bytes | bytearray | str) -> str:
@@ -143,8 +141,7 @@ def _decode(body: bytes | bytearray | str) -> str:
 def _check_count(count: int, limit: int) -> None:
     if count > limit:
         raise BadRequest(
-            f"request carries {count} reviews, more than the limit of {limit}; split it into smaller "
-            "requests",
+            f"request carries {count} reviews, more than the limit of {limit}; split it into smaller requests",
             status=413,
         )
 
@@ -201,8 +198,7 @@ def input_fn(body: bytes | str, content_type: str | None, max_reviews: int | Non
     kind = media_type(content_type)
     if kind not in SUPPORTED_CONTENT_TYPES:
         raise BadRequest(
-            f"Content-Type {content_type!r} is not supported; send one of "
-            f"{', '.join(SUPPORTED_CONTENT_TYPES)}",
+            f"Content-Type {content_type!r} is not supported; send one of {', '.join(SUPPORTED_CONTENT_TYPES)}",
             status=415,
         )
     text = _decode(body)

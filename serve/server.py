@@ -222,15 +222,11 @@ class EndpointHandler(BaseHTTPRequestHandler):
         match = _ENDPOINT_PATH.match(self.path)
         if self.path != "/invocations" and match is None:
             self._discard_body()
-            self._error(
-                404, f"no route POST {self.path}; use /invocations or /endpoints/NAME/invocations", started
-            )
+            self._error(404, f"no route POST {self.path}; use /invocations or /endpoints/NAME/invocations", started)
             return
         if match is not None and self.server.name is not None and match.group(1) != self.server.name:
             self._discard_body()
-            self._error(
-                404, f"endpoint {match.group(1)!r} not found; this server is {self.server.name!r}", started
-            )
+            self._error(404, f"endpoint {match.group(1)!r} not found; this server is {self.server.name!r}", started)
             self.server.stats.record(ok=False)
             return
         reviews = 0

@@ -42,9 +42,7 @@ def tfidf_baseline(
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    vectorizer = TfidfVectorizer(
-        analyzer=_unigrams_and_bigrams, min_df=2, sublinear_tf=True, dtype=np.float32
-    )
+    vectorizer = TfidfVectorizer(analyzer=_unigrams_and_bigrams, min_df=2, sublinear_tf=True, dtype=np.float32)
     train_x = vectorizer.fit_transform(train_tokens)
     classifier = LogisticRegression(C=4.0, solver="liblinear", max_iter=1000, random_state=seed)
     classifier.fit(train_x, np.asarray(train_labels).astype(np.int64))

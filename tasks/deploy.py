@@ -226,17 +226,12 @@ def promote_candidate(
     live = backend.endpoints.get(candidate.name)
     if live is None or live.status != "InService":
         state = "is gone" if live is None else f"is {live.status}"
-        raise SentiflowError(
-            f"endpoint {candidate.name} {state}; redeploy the model (the API was not changed)"
-        )
+        raise SentiflowError(f"endpoint {candidate.name} {state}; redeploy the model (the API was not changed)")
     previous_api = backend.api.current()
     try:
         api = backend.api.point_to(live, log)
     except Exception as error:
-        log(
-            f"API update failed ({error}); deleting candidate {candidate.name}; "
-            "the old endpoint keeps serving"
-        )
+        log(f"API update failed ({error}); deleting candidate {candidate.name}; the old endpoint keeps serving")
         try:
             delete_endpoint(settings, candidate.name, log, backend, reason="API update failed")
         except SentiflowError as cleanup_error:

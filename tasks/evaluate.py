@@ -96,9 +96,7 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4f}"
 
 
-def plots(
-    labels: np.ndarray, scores: np.ndarray, report: dict, baseline: BaselineResult | None
-) -> dict[str, bytes]:
+def plots(labels: np.ndarray, scores: np.ndarray, report: dict, baseline: BaselineResult | None) -> dict[str, bytes]:
     """``{"roc.png": …, "confusion.png": …}``."""
     from tasks.plots import confusion_png, roc_png
 
@@ -179,9 +177,7 @@ def evaluate_task(
     train = read_int_csv(Path(channels_root) / "train" / "train.csv")
     test = read_int_csv(Path(channels_root) / "test" / "test.csv")
     _, scores = load_transform_scores(store, transform_output_uri)
-    baseline = tfidf_baseline(
-        rows_to_tokens(train[:, 1:]), train[:, 0], rows_to_tokens(test[:, 1:]), test[:, 0]
-    )
+    baseline = tfidf_baseline(rows_to_tokens(train[:, 1:]), train[:, 0], rows_to_tokens(test[:, 1:]), test[:, 0])
     report, images = evaluate(
         test[:, 0],
         scores,
@@ -198,9 +194,7 @@ def evaluate_task(
         model["accuracy"], model["f1"], model["roc_auc"], base["accuracy"],
     )  # fmt: skip
     create_table_artifact(table_rows(report), key="evaluation-metrics", description="LSTM vs TF-IDF baseline")
-    create_markdown_artifact(
-        report_markdown(report, images), key="evaluation-report", description="Batch evaluation"
-    )
+    create_markdown_artifact(report_markdown(report, images), key="evaluation-report", description="Batch evaluation")
     return report
 
 
@@ -254,8 +248,6 @@ def gate_task(
     logger = get_run_logger()
     decision = gate(candidate_accuracy, deployed_accuracy, min_accuracy, max_regression)
     if not parity_passed:
-        decision = type(decision)(
-            False, "serving parity check failed: the endpoint would not match batch evaluation"
-        )
+        decision = type(decision)(False, "serving parity check failed: the endpoint would not match batch evaluation")
     logger.info("quality gate: %s — %s", "promote" if decision.promote else "not promoted", decision.reason)
     return decision.to_dict()

@@ -22,9 +22,7 @@ def gate(
     """Promote iff accuracy ≥ ``min_accuracy`` and ≥ ``deployed_accuracy - max_regression`` (when one is
     deployed)."""
     if candidate_accuracy + _EPSILON < min_accuracy:
-        return GateDecision(
-            False, f"accuracy {candidate_accuracy:.4f} is below min_accuracy {min_accuracy:.4f}"
-        )
+        return GateDecision(False, f"accuracy {candidate_accuracy:.4f} is below min_accuracy {min_accuracy:.4f}")
     if deployed_accuracy is not None and candidate_accuracy + _EPSILON < deployed_accuracy - max_regression:
         return GateDecision(
             False,

@@ -10,9 +10,7 @@ from sentiflow.errors import SentiflowError
 from serve.inference import POSITIVE_THRESHOLD
 
 
-def _checked(
-    labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def _checked(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels).reshape(-1)
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     if len(y) == 0 or len(y) != len(s):

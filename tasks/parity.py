@@ -36,10 +36,7 @@ class ParityResult:
     @property
     def summary(self) -> str:
         if self.passed:
-            return (
-                f"serving parity: {self.checked} reviews, labels identical, "
-                f"max |Δscore| {self.max_abs_diff:.2e}"
-            )
+            return f"serving parity: {self.checked} reviews, labels identical, max |Δscore| {self.max_abs_diff:.2e}"
         return (
             f"serving parity FAILED: {self.mismatched} of {self.checked} reviews differ from batch "
             "evaluation "

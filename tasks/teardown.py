@@ -264,9 +264,7 @@ def publish_report(report: TeardownReport) -> None:
     description = report.summary()
     if report.items:
         create_table_artifact(key=ARTIFACT_KEY, table=report.rows(), description=description)
-    create_markdown_artifact(
-        key=f"{ARTIFACT_KEY}-summary", markdown=report.markdown(), description=description
-    )
+    create_markdown_artifact(key=f"{ARTIFACT_KEY}-summary", markdown=report.markdown(), description=description)
 
 
 # --- Prefect tasks ------------------------------------------------------------------------------------------

@@ -55,9 +55,7 @@ def training_hyperparameters(settings: Settings, overrides: dict[str, Any] | Non
         raise ConfigError(f"bad training hyperparameters {known}: {error}") from error
     hyperparameters = {key: getattr(merged, key) for key in SETTINGS_HYPERPARAMETERS} | overrides
     try:
-        parse_hyperparameters(
-            [f"--{key.replace('_', '-')}={value}" for key, value in hyperparameters.items()]
-        )
+        parse_hyperparameters([f"--{key.replace('_', '-')}={value}" for key, value in hyperparameters.items()])
     except TrainingError as error:
         raise ConfigError(f"training {error} (from settings and overrides {hyperparameters})") from error
     return hyperparameters
@@ -135,10 +133,7 @@ def run_training_stage(
     prefix = output_prefix_for(job_name)
     finished = find_finished(store, prefix)
     if finished is not None:
-        log(
-            f"reusing finished training job {job_name} (same data, code and hyperparameters): "
-            f"{finished.model_uri}"
-        )
+        log(f"reusing finished training job {job_name} (same data, code and hyperparameters): {finished.model_uri}")
         return finished, True
     spec = TrainingSpec(
         job_name=job_name,
@@ -194,10 +189,7 @@ def training_report(result: TrainingResult, reused: bool, png: bytes) -> str:
 
 def epoch_table(history: list[dict[str, float]]) -> list[dict[str, float]]:
     return [
-        {
-            key: round(float(entry[key]), 4)
-            for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_s")
-        }
+        {key: round(float(entry[key]), 4) for key in ("epoch", "train_loss", "val_loss", "val_accuracy", "epoch_s")}
         for entry in history
     ]
 

@@ -267,9 +267,7 @@ def _kwargs_summary(kwargs: dict[str, Any]) -> dict[str, Any]:
     summary = {k: v for k, v in kwargs.items() if k != "batch_id" and v is not None}
     condition = summary.get("row_condition")
     if isinstance(condition, dict) and {"column", "operator", "parameter"} <= condition.keys():
-        summary["row_condition"] = (
-            f"{condition['column']['name']} {condition['operator']} {condition['parameter']!r}"
-        )
+        summary["row_condition"] = f"{condition['column']['name']} {condition['operator']} {condition['parameter']!r}"
     elif condition is not None:
         summary["row_condition"] = repr(condition)
     return _json_safe(summary)
@@ -329,9 +327,7 @@ def validate_dataset(
         )
         outcome = checkpoint.run(batch_parameters={"dataframe": _with_lengths(df)})
     (validation,) = outcome.run_results.values()
-    ordered = sorted(
-        validation.results, key=lambda r: (r.expectation_config.meta or {}).get("order", 1 << 30)
-    )
+    ordered = sorted(validation.results, key=lambda r: (r.expectation_config.meta or {}).get("order", 1 << 30))
     results = [_check_result(r) for r in ordered]
     statistics = {
         **_json_safe(dict(validation.statistics)),
@@ -358,9 +354,7 @@ def failure_message(report: ValidationReport) -> str:
     lines += [f"  - {r.check}: expected {r.expected}, observed {r.observed}" for r in failures]
     if report.report_path is not None:
         lines.append(f"Details: {report.report_path} and {report.data_docs_index}.")
-    lines.append(
-        "Check that the source is the complete aclImdb dataset, or adjust SENTIFLOW_EXPECTED_ROWS_PER_SPLIT."
-    )
+    lines.append("Check that the source is the complete aclImdb dataset, or adjust SENTIFLOW_EXPECTED_ROWS_PER_SPLIT.")
     return "\n".join(lines)
 
 

@@ -67,9 +67,7 @@ def write_aclimdb(root: Path, per_class: int = 100, seed: int = 7, unlearnable: 
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(per_class):
                 rating = rng.randint(7, 10) if label == "pos" else rng.randint(1, 4)
-                (folder / f"{i}_{rating}.txt").write_text(
-                    synthetic_review(rng, label == "pos"), encoding="utf-8"
-                )
+                (folder / f"{i}_{rating}.txt").write_text(synthetic_review(rng, label == "pos"), encoding="utf-8")
     (base / "README").write_text("synthetic aclImdb for tests\n")
     return base
 

@@ -170,10 +170,7 @@ class LambdaHttpApi:
         while True:
             page = gateway.get_apis(**kwargs)
             for api in page.get("Items", []):
-                if (
-                    api.get("Name") == self.api_name
-                    and api.get("Tags", {}).get("sentiflow:managed") == "true"
-                ):
+                if api.get("Name") == self.api_name and api.get("Tags", {}).get("sentiflow:managed") == "true":
                     return api
             if not page.get("NextToken"):
                 return None
@@ -208,9 +205,7 @@ class LambdaHttpApi:
                 TimeoutInMillis=INTEGRATION_TIMEOUT_MS,
             )["IntegrationId"]
         target = f"integrations/{integration_id}"
-        route = next(
-            (r for r in gateway.get_routes(ApiId=api_id).get("Items", []) if r["RouteKey"] == ROUTE_KEY), None
-        )
+        route = next((r for r in gateway.get_routes(ApiId=api_id).get("Items", []) if r["RouteKey"] == ROUTE_KEY), None)
         if route is None:
             gateway.create_route(ApiId=api_id, RouteKey=ROUTE_KEY, Target=target)
         elif route.get("Target") != target:
@@ -222,9 +217,7 @@ class LambdaHttpApi:
 
     # --- interface ----------------------------------------------------------------------------------------
     def point_to(self, endpoint: EndpointInfo, log: LogLine) -> ApiInfo:
-        with aws_errors(
-            f"pointing the API at endpoint {endpoint.name}", "see docs/aws.md for the operator policy"
-        ):
+        with aws_errors(f"pointing the API at endpoint {endpoint.name}", "see docs/aws.md for the operator policy"):
             function_arn = self._function(endpoint, log)
             api = self._api(function_arn, log)
             self._permission(function_arn, api["ApiId"])
@@ -240,9 +233,7 @@ class LambdaHttpApi:
             if api is None:
                 return None
             try:
-                config = self.clients.client("lambda").get_function_configuration(
-                    FunctionName=self.function_name
-                )
+                config = self.clients.client("lambda").get_function_configuration(FunctionName=self.function_name)
             except ClientError as error:
                 if error_code(error) != "ResourceNotFoundException":
                     raise

@@ -142,8 +142,7 @@ class SageMakerEndpoints:
         """Create endpoint ``name`` or move it blue/green to ``model_uri``; old config serves on failure."""
         if name != sagemaker_name(name):
             raise SentiflowError(
-                f"endpoint name {name!r} is not valid on SageMaker: use letters, digits and '-', "
-                "at most 63 characters"
+                f"endpoint name {name!r} is not valid on SageMaker: use letters, digits and '-', at most 63 characters"
             )
         instance_type = self.settings.aws_endpoint_instance_type
         with aws_errors(f"deploying endpoint {name}", "see docs/aws.md for the operator policy"):
@@ -158,8 +157,7 @@ class SageMakerEndpoints:
                     )
                 if existing["EndpointStatus"] in BUSY:
                     raise SentiflowError(
-                        f"endpoint {name} is {existing['EndpointStatus']}; "
-                        "wait until it is InService and deploy again"
+                        f"endpoint {name} is {existing['EndpointStatus']}; wait until it is InService and deploy again"
                     )
             model_uri = ensure_inference_code(self.store, model_uri, log)
             stamp = self.now().strftime("%Y%m%d%H%M%S")
@@ -200,9 +198,7 @@ class SageMakerEndpoints:
                     log(f"endpoint {name} is Failed ({existing.get('FailureReason')}); replacing it")
                     self.sm.delete_endpoint(EndpointName=name)
                     self._wait_gone(name)
-                self.sm.create_endpoint(
-                    EndpointName=name, EndpointConfigName=resource_name, Tags=tag_list(tags)
-                )
+                self.sm.create_endpoint(EndpointName=name, EndpointConfigName=resource_name, Tags=tag_list(tags))
                 log(f"endpoint {name} creating (v{version})")
                 description = self._wait(name, log)
                 if description["EndpointStatus"] != "InService":
@@ -219,10 +215,7 @@ class SageMakerEndpoints:
                 )
                 log(f"endpoint {name} updating blue/green: {old_config} -> {resource_name}")
                 description = self._wait(name, log)
-                if (
-                    description["EndpointStatus"] != "InService"
-                    or description["EndpointConfigName"] != resource_name
-                ):
+                if description["EndpointStatus"] != "InService" or description["EndpointConfigName"] != resource_name:
                     reason = description.get("FailureReason") or "no reason given"
                     serving = description.get("EndpointConfigName")
                     raise SentiflowError(
@@ -243,9 +236,7 @@ class SageMakerEndpoints:
         while True:
             description = self._describe(name)
             if description is None:
-                raise SentiflowError(
-                    f"endpoint {name} disappeared while deploying (deleted by someone else?)"
-                )
+                raise SentiflowError(f"endpoint {name} disappeared while deploying (deleted by someone else?)")
             status = description["EndpointStatus"]
             if status != last:
                 log(f"endpoint {name}: {status}")
@@ -290,9 +281,7 @@ class SageMakerEndpoints:
                 )
         except ClientError as error:
             if error_code(error) == "ModelError":
-                raise SentiflowError(
-                    f"endpoint {name} rejected the request: {error_message(error)}"
-                ) from error
+                raise SentiflowError(f"endpoint {name} rejected the request: {error_message(error)}") from error
             raise
         return response["Body"].read()
 
@@ -332,26 +321,20 @@ class SageMakerEndpoints:
         now = self.now()
         window = timedelta(minutes=idle_minutes)
         decisions: list[TeardownDecision] = []
-        with aws_errors(
-            "checking endpoints for teardown", "the operator needs cloudwatch:GetMetricStatistics"
-        ):
+        with aws_errors("checking endpoints for teardown", "the operator needs cloudwatch:GetMetricStatistics"):
             for info in self.list():
                 if info.status != "InService" or not info.created_at:
                     continue
                 created = _aware(datetime.fromisoformat(info.created_at))
                 age_hours = (now - created).total_seconds() / 3600
                 if max_age_hours is not None and age_hours > max_age_hours:
-                    decisions.append(
-                        TeardownDecision(info, "max-age", None, age_hours, self._saved(info, age_hours))
-                    )
+                    decisions.append(TeardownDecision(info, "max-age", None, age_hours, self._saved(info, age_hours)))
                     continue
                 if now - created < window:
                     continue  # too young to have been idle for the whole window
                 variants = [v["name"] for v in info.extra.get("variants", []) if v.get("name")] or [VARIANT]
                 if all(self.invocations(info.name, v, now - window, now) == 0 for v in variants):
                     decisions.append(
-                        TeardownDecision(
-                            info, "idle", float(idle_minutes), age_hours, self._saved(info, age_hours)
-                        )
+                        TeardownDecision(info, "idle", float(idle_minutes), age_hours, self._saved(info, age_hours))
                     )
         return decisions

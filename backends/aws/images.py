@@ -21,17 +21,13 @@ if TYPE_CHECKING:
 def _retrieve(region: str, version: str, py_version: str, instance_type: str, scope: str) -> str:
     from sagemaker.core import image_uris
 
-    return image_uris.retrieve(
-        "pytorch", region, version, py_version, instance_type=instance_type, image_scope=scope
-    )
+    return image_uris.retrieve("pytorch", region, version, py_version, instance_type=instance_type, image_scope=scope)
 
 
 def pytorch_image_uri(settings: Settings, region: str, instance_type: str, scope: str) -> str:
     """The PyTorch DLC for ``scope`` (``"training"``/``"inference"``); ConfigError if unknown."""
     try:
-        return _retrieve(
-            region, settings.aws_framework_version, settings.aws_py_version, instance_type, scope
-        )
+        return _retrieve(region, settings.aws_framework_version, settings.aws_py_version, instance_type, scope)
     except ValueError as error:
         raise ConfigError(
             f"no AWS PyTorch {scope} image for framework {settings.aws_framework_version!r}, python "

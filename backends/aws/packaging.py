@@ -63,9 +63,7 @@ def ensure_inference_code(store: S3ArtifactStore, model_uri: str, log: LogLine) 
         log(f"{model_uri} has no code/inference.py; repacking it with the inference code")
         repacked = repack_with_code(local, Path(tmp) / "repacked.tar.gz")
         parent = key.rsplit("/", 1)[0] if "/" in key else ""
-        uri, _ = store.put_file(
-            repacked, f"{parent}/repacked/model.tar.gz" if parent else "repacked/model.tar.gz"
-        )
+        uri, _ = store.put_file(repacked, f"{parent}/repacked/model.tar.gz" if parent else "repacked/model.tar.gz")
         return uri
 
 

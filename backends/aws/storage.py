@@ -38,8 +38,7 @@ class S3ArtifactStore:
     def __init__(self, clients: AwsClients, bucket: str, prefix: str = "") -> None:
         if not bucket:
             raise ConfigError(
-                "the aws backend needs an S3 bucket: set SENTIFLOW_AWS_BUCKET "
-                "(see docs/aws.md, 'Prerequisites')"
+                "the aws backend needs an S3 bucket: set SENTIFLOW_AWS_BUCKET (see docs/aws.md, 'Prerequisites')"
             )
         self.clients = clients
         self.bucket = bucket
@@ -153,9 +152,7 @@ class S3ArtifactStore:
         keys: list[str] = []
         with aws_errors(f"listing {self.uri(prefix)}"):
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=root):
-                keys.extend(
-                    self.key_from_uri(f"s3://{self.bucket}/{obj['Key']}") for obj in page.get("Contents", [])
-                )
+                keys.extend(self.key_from_uri(f"s3://{self.bucket}/{obj['Key']}") for obj in page.get("Contents", []))
         return sorted(keys)
 
     def list(self, prefix: str) -> list[str]:
@@ -167,7 +164,5 @@ class S3ArtifactStore:
         from prefect_aws import AwsCredentials, S3Bucket
 
         name = self.clients.settings.aws_credentials_block
-        credentials = (
-            AwsCredentials.load(name, _sync=True) if name else AwsCredentials(region_name=self.clients.region)
-        )
+        credentials = AwsCredentials.load(name, _sync=True) if name else AwsCredentials(region_name=self.clients.region)
         return S3Bucket(bucket_name=self.bucket, bucket_folder=self.prefix, credentials=credentials)

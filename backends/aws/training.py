@@ -91,9 +91,7 @@ def build_source_tarball(dest: Path, root: Path = PROJECT_ROOT) -> Path:
     """Write ``sourcedir.tar.gz`` (model/, serve/, requirements.txt), byte-reproducible, to ``dest``."""
     entry = root / ENTRY_POINT
     if not entry.is_file():
-        raise SentiflowError(
-            f"training entry point {entry} not found; reinstall sentiflow from its source tree"
-        )
+        raise SentiflowError(f"training entry point {entry} not found; reinstall sentiflow from its source tree")
     files: list[tuple[str, bytes]] = []
     for package in SOURCE_PACKAGES:
         for path in sorted((root / package).rglob("*.py")):
@@ -148,9 +146,7 @@ def training_job_request(
     channels = []
     for name in ("train", "validation"):
         if name not in spec.channels:
-            raise SentiflowError(
-                f"training spec {spec.job_name!r} has no {name!r} channel; run the data stages first"
-            )
+            raise SentiflowError(f"training spec {spec.job_name!r} has no {name!r} channel; run the data stages first")
         channels.append(
             {
                 "ChannelName": name,
@@ -207,9 +203,7 @@ class CloudWatchLogTail:
 
         emitted = 0
         try:
-            streams = self.client.describe_log_streams(
-                logGroupName=self.group, logStreamNamePrefix=self.prefix
-            )
+            streams = self.client.describe_log_streams(logGroupName=self.group, logStreamNamePrefix=self.prefix)
         except ClientError as error:
             if error_code(error) == "ResourceNotFoundException":
                 return 0
@@ -327,9 +321,7 @@ class SageMakerTrainer:
             "training_job_arn": description.get("TrainingJobArn"),
             "billable_seconds": description.get("BillableTimeInSeconds"),
             "training_seconds": description.get("TrainingTimeInSeconds"),
-            "final_metrics": {
-                m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", [])
-            },
+            "final_metrics": {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", [])},
         }
         start, end = description.get("TrainingStartTime"), description.get("TrainingEndTime")
         duration = (end - start).total_seconds() if start and end else time.monotonic() - started
@@ -365,9 +357,7 @@ class SageMakerTrainer:
                         ),
                         "",
                     )
-                    log(
-                        f"training job {job_name}: {status}/{state[1]}" + (f" - {message}" if message else "")
-                    )
+                    log(f"training job {job_name}: {status}/{state[1]}" + (f" - {message}" if message else ""))
                     last = state
                 tail.poll(log)
                 if status in TERMINAL:

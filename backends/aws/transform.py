@@ -113,8 +113,7 @@ class SageMakerBatchTransformer:
         with aws_errors(f"creating SageMaker transform job {job_name}"):
             sagemaker.create_transform_job(**request)
         log(
-            f"transform job {job_name} created on {self.settings.aws_transform_instance_type}: "
-            f"{source} -> {output_uri}"
+            f"transform job {job_name} created on {self.settings.aws_transform_instance_type}: {source} -> {output_uri}"
         )
         self.wait(job_name, log)
         out_key = f"{output_prefix.rstrip('/')}/{source.rsplit('/', 1)[-1]}.out"

@@ -89,13 +89,9 @@ class LocalApiGateway:
     def point_to(self, endpoint: EndpointInfo, log: LogLine) -> ApiInfo:
         """Make the API serve ``endpoint`` (atomically; requests in flight finish on the old one)."""
         if not endpoint.url:
-            raise SentiflowError(
-                f"endpoint {endpoint.name} has no URL; only a running local endpoint can be served"
-            )
+            raise SentiflowError(f"endpoint {endpoint.name} has no URL; only a running local endpoint can be served")
         if endpoint.status != "InService":
-            raise SentiflowError(
-                f"endpoint {endpoint.name} is {endpoint.status}, not InService; deploy it first"
-            )
+            raise SentiflowError(f"endpoint {endpoint.name} is {endpoint.status}, not InService; deploy it first")
         previous = read_api_target(self.state_path)
         target = write_api_target(
             self.state_path, ApiTarget(endpoint.name, endpoint.url.rstrip("/"), str(endpoint.version))
@@ -201,9 +197,7 @@ class LocalApiGateway:
             time.sleep(0.1)
         process.kill()
         process.wait(timeout=5)
-        raise SentiflowError(
-            f"the API gateway did not answer within {START_TIMEOUT_S:.0f} s: {self._log_tail()}"
-        )
+        raise SentiflowError(f"the API gateway did not answer within {START_TIMEOUT_S:.0f} s: {self._log_tail()}")
 
     def _record(self) -> dict[str, Any] | None:
         try:

@@ -242,9 +242,7 @@ class LocalEndpointManager:
                 "with a letter or digit"
             )
         self.registry.add_endpoint(
-            EndpointRecord(
-                name=name, backend=BACKEND, model_uri=model_uri, version=version, status="Creating"
-            )
+            EndpointRecord(name=name, backend=BACKEND, model_uri=model_uri, version=version, status="Creating")
         )
         folder = self.endpoint_dir(name)
         pid: int | None = None
@@ -334,9 +332,7 @@ class LocalEndpointManager:
         except httpx.HTTPError as error:
             raise SentiflowError(f"endpoint {name} at {info.url} did not answer: {error}") from error
         if response.status_code >= 400:
-            raise SentiflowError(
-                f"endpoint {name} answered HTTP {response.status_code}: {response.text[:500]}"
-            )
+            raise SentiflowError(f"endpoint {name} answered HTTP {response.status_code}: {response.text[:500]}")
         self.registry.touch_invoked(name)
         return response.content
 
@@ -379,14 +375,8 @@ class LocalEndpointManager:
                 continue
             alive = process_alive(record.pid, record.pid_started_at)
             rss = process_rss(record.pid) if alive else 0
-            saved = (
-                f"1 process (pid {record.pid}), {_format_bytes(rss)} RSS"
-                if alive
-                else "no process (already dead)"
-            )
-            info = record.to_info(
-                log=str(self.log_path(record.name)), rss_bytes=rss, processes=1 if alive else 0
-            )
+            saved = f"1 process (pid {record.pid}), {_format_bytes(rss)} RSS" if alive else "no process (already dead)"
+            info = record.to_info(log=str(self.log_path(record.name)), rss_bytes=rss, processes=1 if alive else 0)
             decisions.append(
                 TeardownDecision(
                     endpoint=info,

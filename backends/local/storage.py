@@ -30,9 +30,7 @@ class LocalArtifactStore:
         """Local path of ``key``; refuses keys that would leave the store."""
         target = (self.root / key.strip("/")).resolve()
         if target != self.root and self.root not in target.parents:
-            raise SentiflowError(
-                f"artifact key {key!r} points outside the store {self.root}; use a relative key"
-            )
+            raise SentiflowError(f"artifact key {key!r} points outside the store {self.root}; use a relative key")
         return target
 
     def uri(self, key: str) -> str:
@@ -41,9 +39,7 @@ class LocalArtifactStore:
     def key_from_uri(self, uri: str) -> str:
         parsed = urlparse(uri)
         if parsed.scheme != "file":
-            raise SentiflowError(
-                f"{uri!r} is not a local store URI (file://); was it made by the aws backend?"
-            )
+            raise SentiflowError(f"{uri!r} is not a local store URI (file://); was it made by the aws backend?")
         path = Path(unquote(parsed.path)).resolve()
         if path != self.root and self.root not in path.parents:
             raise SentiflowError(f"{uri!r} is outside the local store {self.root}")
@@ -54,9 +50,9 @@ class LocalArtifactStore:
 
     def put_file(self, path: Path, key: str) -> tuple[str, bool]:
         target = self.path(key)
-        if target.is_file() and target.stat().st_size == Path(path).stat().st_size:
-            if sha256_file(target) == sha256_file(Path(path)):
-                return target.as_uri(), False
+        same_size = target.is_file() and target.stat().st_size == Path(path).stat().st_size
+        if same_size and sha256_file(target) == sha256_file(Path(path)):
+            return target.as_uri(), False
         with atomic_path(target) as tmp:
             shutil.copyfile(path, tmp)
         return target.as_uri(), True

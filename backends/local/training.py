@@ -48,14 +48,10 @@ def _channel_dir(uri: str) -> Path:
     """The local folder behind a channel URI (``file://`` or a plain path)."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("", "file"):
-        raise ConfigError(
-            f"channel URI {uri!r} is not local (file://); the local backend trains on local channels"
-        )
+        raise ConfigError(f"channel URI {uri!r} is not local (file://); the local backend trains on local channels")
     path = Path(unquote(parsed.path) if parsed.scheme else uri)
     if not path.is_dir():
-        raise SentiflowError(
-            f"channel folder {path} (from {uri}) does not exist; rerun `sentiflow data prepare`"
-        )
+        raise SentiflowError(f"channel folder {path} (from {uri}) does not exist; rerun `sentiflow data prepare`")
     return path
 
 
@@ -150,6 +146,5 @@ class LocalTrainer:
         if code != 0:
             lines = "\n".join(tail)
             raise SentiflowError(
-                f"training job {spec.job_name} failed (exit code {code}); full log {log_path}; "
-                f"last lines:\n{lines}"
+                f"training job {spec.job_name} failed (exit code {code}); full log {log_path}; last lines:\n{lines}"
             )

@@ -36,9 +36,7 @@ class LocalBatchTransformer:
         from serve.inference import model_fn
 
         input_keys = self._input_keys(input_uri)
-        output_key = (
-            self.store.key_from_uri(output_prefix) if "://" in output_prefix else output_prefix
-        ).strip("/")
+        output_key = (self.store.key_from_uri(output_prefix) if "://" in output_prefix else output_prefix).strip("/")
         with tempfile.TemporaryDirectory(prefix="transform-") as scratch, _torch_threads(1):
             model = model_fn(str(self._unpacked_model(model_uri, Path(scratch))))
             base = self.store.key_from_uri(input_uri).strip("/")
@@ -49,10 +47,7 @@ class LocalBatchTransformer:
                 started = time.perf_counter()
                 count = self._transform_file(model, local_in, local_out, self.store.uri(key))
                 uri, _ = self.store.put_file(local_out, f"{output_key}/{relative}.out")
-                log(
-                    f"transform: {count} records of {relative} → {uri} in "
-                    f"{time.perf_counter() - started:.1f} s"
-                )
+                log(f"transform: {count} records of {relative} → {uri} in {time.perf_counter() - started:.1f} s")
         return self.store.uri(output_key)
 
     def _input_keys(self, input_uri: str) -> list[str]:
@@ -62,8 +57,7 @@ class LocalBatchTransformer:
         keys = [k for k in self.store.list(key) if not Path(k).name.startswith(".")]
         if not keys:
             raise SentiflowError(
-                f"batch transform input {input_uri} holds no files; point it at the test channel's features "
-                "CSV"
+                f"batch transform input {input_uri} holds no files; point it at the test channel's features CSV"
             )
         return keys
 
@@ -89,9 +83,7 @@ class LocalBatchTransformer:
                     out.write(output_fn(predict_fn(data, model), CSV))
                 except BadRequest as error:
                     raise SentiflowError(
-                        f"batch transform input {source_uri}, lines "
-                        f"{first_line}–{first_line + len(lines) - 1}: "
-                        f"{error}"
+                        f"batch transform input {source_uri}, lines {first_line}–{first_line + len(lines) - 1}: {error}"
                     ) from None
                 count += len(lines)
         return count

@@ -22,9 +22,7 @@ def api(
 
     settings = get_settings()
     if not _is_loopback(host):
-        typer.secho(
-            f"warning: {host} is not a loopback address; the API is reachable from the network", err=True
-        )
+        typer.secho(f"warning: {host} is not a loopback address; the API is reachable from the network", err=True)
 
     def announce(server: GatewayServer) -> None:
         target = read_api_target(api_state_path(settings))
@@ -35,9 +33,7 @@ def api(
         if target.deployed:
             typer.echo(f"  model: endpoint {target.endpoint_name} (version {target.model_version or '?'})")
         else:
-            typer.echo(
-                "  model: none deployed yet; /predict answers 503 until a deploy points the API at one"
-            )
+            typer.echo("  model: none deployed yet; /predict answers 503 until a deploy points the API at one")
 
     run_gateway(settings, host, port, announce=announce)
 

@@ -12,13 +12,9 @@ from sentiflow.runtime import configure_environment
 
 SourceOption = Annotated[
     str | None,
-    typer.Option(
-        "--source", help="Archive URL (http(s)://, file://, s3://) or path. [default: SENTIFLOW_DATA_URL]"
-    ),
+    typer.Option("--source", help="Archive URL (http(s)://, file://, s3://) or path. [default: SENTIFLOW_DATA_URL]"),
 ]
-Sha256Option = Annotated[
-    str | None, typer.Option("--sha256", help="Expected sha256 of a non-official archive.")
-]
+Sha256Option = Annotated[str | None, typer.Option("--sha256", help="Expected sha256 of a non-official archive.")]
 PerClassOption = Annotated[
     int | None,
     typer.Option("--max-reviews-per-class", min=1, help="Subsample each split and class (quick runs)."),
@@ -33,7 +29,9 @@ def print_data_summary(summary: dict) -> None:
     counts = channels["counts"]
     reused = [stage for stage, hit in hits.items() if hit]
     typer.echo(f"archive     {archive['path']} ({archive['size'] / 1e6:.1f} MB, sha256 {archive['sha256'][:16]}…)")
-    typer.echo(f"validation  {summary['validation']['checks']} checks passed, report: {summary['validation']['report_dir']}")
+    typer.echo(
+        f"validation  {summary['validation']['checks']} checks passed, report: {summary['validation']['report_dir']}"
+    )
     typer.echo(
         f"channels    train {counts['train']:,} · validation {counts['validation']:,} · test {counts['test']:,} "
         f"· vocabulary {channels['vocabulary_size']:,}"
@@ -65,9 +63,7 @@ def prepare(
 @data_app.command("validate")
 def validate(
     directory: Annotated[Path, typer.Argument(help="An extracted aclImdb folder (or its parent).")],
-    report_dir: Annotated[
-        Path | None, typer.Option(help="Where to write validation.json and Data Docs.")
-    ] = None,
+    report_dir: Annotated[Path | None, typer.Option(help="Where to write validation.json and Data Docs.")] = None,
 ) -> None:
     """Run the Great Expectations suite on an extracted aclImdb folder; exit 1 if any check fails."""
     settings = get_settings()
@@ -82,9 +78,7 @@ def validate(
         typer.echo(f"{mark} {result.check}: expected {result.expected}, observed {result.observed}")
     typer.echo(f"report: {report.report_path}  ·  Data Docs: {report.data_docs_index}")
     if not report.success:
-        typer.secho(
-            f"{len(report.failures)} of {len(report.results)} checks failed", fg=typer.colors.RED, err=True
-        )
+        typer.secho(f"{len(report.failures)} of {len(report.results)} checks failed", fg=typer.colors.RED, err=True)
         raise typer.Exit(1)
 
 

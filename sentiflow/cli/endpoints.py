@@ -95,9 +95,7 @@ def delete_endpoint(
 
     deletion = delete(settings, name, _echo, reason="deleted by the user")
     if deletion.api_cleared:
-        typer.echo(
-            "the API served this endpoint: it answers 503 until the next deploy (`sentiflow rollback`)"
-        )
+        typer.echo("the API served this endpoint: it answers 503 until the next deploy (`sentiflow rollback`)")
 
 
 def rollback() -> None:
@@ -138,9 +136,7 @@ def teardown(
     )
     if report.items:
         rows = [list(row.values()) for row in report.rows()]
-        typer.echo(
-            format_table(["endpoint", "version", "reason", "idle min", "age h", "saves", "action"], rows)
-        )
+        typer.echo(format_table(["endpoint", "version", "reason", "idle min", "age h", "saves", "action"], rows))
     typer.echo(report.summary())
     if any(item.error for item in report.items):
         raise typer.Exit(1)

@@ -39,7 +39,7 @@ def print_pipeline_summary(summary: dict[str, Any]) -> None:
     if api.get("page_url"):
         typer.secho(f"\nOpen {api['page_url']} and type a review.", fg=typer.colors.GREEN, bold=True)
     if api.get("url"):
-        typer.echo(f"API: curl -s -d '{{\"review\": \"A wonderful film\"}}' {api['url'].rstrip('/')}/predict")
+        typer.echo(f'API: curl -s -d \'{{"review": "A wonderful film"}}\' {api["url"].rstrip("/")}/predict')
 
 
 def run(

@@ -22,9 +22,7 @@ def serve(
     state_file: Annotated[
         Path | None, typer.Option(help="Keep invocation count and last_invoked_at in this JSON file.")
     ] = None,
-    access_log: Annotated[
-        str, typer.Option(help="JSON-lines access log: a file path, '-' for stderr or 'off'.")
-    ] = "-",
+    access_log: Annotated[str, typer.Option(help="JSON-lines access log: a file path, '-' for stderr or 'off'.")] = "-",
     max_body_bytes: Annotated[
         int | None, typer.Option(help="Body limit in bytes (default: SENTIFLOW_SERVE_MAX_BODY_BYTES, 1 MiB).")
     ] = None,
@@ -45,9 +43,7 @@ def serve(
     from serve.server import EndpointServer, run
 
     torch.set_num_threads(torch_threads)  # one OpenMP team per handler thread would oversubscribe the cores
-    settings = get_settings(
-        serve_host=host, serve_max_body_bytes=max_body_bytes, serve_max_reviews=max_reviews
-    )
+    settings = get_settings(serve_host=host, serve_max_body_bytes=max_body_bytes, serve_max_reviews=max_reviews)
     model_dir = resolve_model_dir(model, settings)
     try:
         loaded = model_fn(str(model_dir))
@@ -56,9 +52,7 @@ def serve(
         raise SentiflowError(
             f"model {model} could not be loaded ({reason}); pass a model trained by this version of sentiflow"
         ) from None
-    log_stream = (
-        None if access_log == "off" else sys.stderr if access_log == "-" else _open_log(Path(access_log))
-    )
+    log_stream = None if access_log == "off" else sys.stderr if access_log == "-" else _open_log(Path(access_log))
     try:
         server = EndpointServer(
             loaded,

@@ -84,9 +84,7 @@ def subsample(frame: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataF
 
 
 def _write_rows(path: Path, rows: np.ndarray, labels: np.ndarray | None) -> None:
-    columns = ([labels.astype(np.int64)] if labels is not None else []) + [
-        rows[:, i] for i in range(rows.shape[1])
-    ]
+    columns = ([labels.astype(np.int64)] if labels is not None else []) + [rows[:, i] for i in range(rows.shape[1])]
     table = pa.table({f"c{i}": column for i, column in enumerate(columns)})
     pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
 
@@ -138,15 +136,11 @@ def _build(frame: pd.DataFrame, settings: Settings, out: Path, key: str, dataset
         "counts": {"train": len(fit_idx), "validation": len(val_idx), "test": len(test_rows)},
         "vocabulary_size": len(word_dict) + 2,
         "mean_tokens": float(np.mean([len(t) for t in train_tokens])) if train_tokens else 0.0,
-        "truncated_share": float(np.mean([len(t) > settings.max_len for t in train_tokens]))
-        if train_tokens
-        else 0.0,
+        "truncated_share": float(np.mean([len(t) > settings.max_len for t in train_tokens])) if train_tokens else 0.0,
         "known_token_share": float(in_vocab),
         "test_order": "test split of reviews.parquet, sorted by (label, id)",
         "files": {
-            f"{name}/{file}": sha256_file(out / name / file)
-            for name, files in CHANNEL_FILES.items()
-            for file in files
+            f"{name}/{file}": sha256_file(out / name / file) for name, files in CHANNEL_FILES.items() for file in files
         },
     }
 

@@ -36,9 +36,7 @@ def expected_hash(source: str, sha256: str | None) -> tuple[str, str] | None:
     if sha256:
         value = sha256.lower().removeprefix("sha256:")
         if len(value) != 64 or any(c not in "0123456789abcdef" for c in value):
-            raise SentiflowError(
-                f"--sha256 {sha256!r} is not a 64-digit hex sha256; copy it from `sha256sum FILE`"
-            )
+            raise SentiflowError(f"--sha256 {sha256!r} is not a 64-digit hex sha256; copy it from `sha256sum FILE`")
         return "sha256", value
     if source.rstrip("/") == OFFICIAL_DATA_URL:
         return "md5", OFFICIAL_DATA_MD5
@@ -96,9 +94,7 @@ def _verify(target: Path, source: str, pinned: tuple[str, str] | None) -> str:
     return sha256
 
 
-def download_archive(
-    settings: Settings, source: str | None = None, sha256: str | None = None
-) -> DownloadedArchive:
+def download_archive(settings: Settings, source: str | None = None, sha256: str | None = None) -> DownloadedArchive:
     """Fetch ``source`` (default ``settings.data_url``) into the download cache and verify it."""
     started = time.perf_counter()
     source = source or settings.data_url
@@ -120,9 +116,7 @@ def download_archive(
     elif scheme in ("", "file") or Path(source).exists():
         _fetch_file(source, target)
     else:
-        raise SentiflowError(
-            f"unsupported data source {source!r}: use http(s)://, file://, s3:// or a local path"
-        )
+        raise SentiflowError(f"unsupported data source {source!r}: use http(s)://, file://, s3:// or a local path")
     digest = _verify(target, source, pinned)
     size = target.stat().st_size
     atomic_write_json(record, {"source": source, "sha256": digest, "size": size, "pinned": pinned})

@@ -47,9 +47,7 @@ def _row(relative: str, text: bytes) -> dict:
     try:
         review = text.decode("utf-8")
     except UnicodeDecodeError as error:
-        raise DataError(
-            f"review file {relative!r} is not valid UTF-8 ({error.reason} at byte {error.start})"
-        ) from None
+        raise DataError(f"review file {relative!r} is not valid UTF-8 ({error.reason} at byte {error.start})") from None
     return {
         "split": split,
         "label": _LABELS[polarity],

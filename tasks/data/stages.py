@@ -38,13 +38,9 @@ def download_task(settings: Settings, source: str | None, sha256: str | None) ->
     logger = get_run_logger()
     result = download_archive(settings, source, sha256)
     if result.cached:
-        logger.info(
-            "download: cache hit for %s (%s, %.1f MB)", result.source, result.sha256[:12], result.size / 1e6
-        )
+        logger.info("download: cache hit for %s (%s, %.1f MB)", result.source, result.sha256[:12], result.size / 1e6)
     else:
-        logger.info(
-            "download: fetched %s in %.1f s (sha256 %s)", result.source, result.seconds, result.sha256
-        )
+        logger.info("download: fetched %s in %.1f s (sha256 %s)", result.source, result.seconds, result.sha256)
     return result
 
 
@@ -104,7 +100,7 @@ def prepare_task(
     create_table_artifact(
         key="channels",
         table=[{"channel": name, "rows": rows} for name, rows in channels.counts.items()],
-        description=f"Training channels {channels.key} (vocabulary {channels.vocabulary_size}, cached={channels.cached})",
+        description=f"Training channels {channels.key} (vocabulary {channels.vocabulary_size})",
     )
     return channels
 

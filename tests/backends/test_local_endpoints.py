@@ -85,9 +85,7 @@ def test_deploy_invoke_list_delete(manager: LocalEndpointManager, tiny_model: Ti
     assert manager.log_path("ep-blue").is_file()
 
     assert [e.name for e in manager.list()] == ["ep-blue"]
-    answer = json.loads(
-        manager.invoke("ep-blue", b'{"review": "a wonderful, brilliant film"}', "application/json")
-    )
+    answer = json.loads(manager.invoke("ep-blue", b'{"review": "a wonderful, brilliant film"}', "application/json"))
     assert answer["label"] == "positive"
     assert manager.get("ep-blue").last_invoked_at is not None
     with pytest.raises(SentiflowError, match="already exists"):
@@ -137,9 +135,7 @@ def test_a_dead_server_turns_failed_and_teardown_candidates(
     [old] = manager.teardown_candidates(idle_minutes=60, max_age_hours=0)
     assert old.reason == "max-age"
 
-    httpx.post(
-        f"{info.url}/invocations", json={"review": "dull and boring"}
-    )  # the server's own /stats sees it
+    httpx.post(f"{info.url}/invocations", json={"review": "dull and boring"})  # the server's own /stats sees it
     assert manager.teardown_candidates(idle_minutes=0.5, max_age_hours=None) == []
     assert manager.get("ep-green").last_invoked_at is not None
 

@@ -78,9 +78,7 @@ def test_local_training_job_produces_a_model_tarball_in_the_store(
 def test_a_failed_job_reports_the_end_of_its_log(
     settings: Settings, store: LocalArtifactStore, channel_uris: dict[str, str]
 ) -> None:
-    with pytest.raises(
-        SentiflowError, match=r"(?s)job-bad failed \(exit code 2\).*--epochs must be at least 1"
-    ):
+    with pytest.raises(SentiflowError, match=r"(?s)job-bad failed \(exit code 2\).*--epochs must be at least 1"):
         LocalTrainer(settings, store).train(_spec(channel_uris, "job-bad", epochs=0), lambda line: None)
     assert not store.exists("training/job-bad/model.tar.gz")
 

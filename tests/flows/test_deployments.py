@@ -108,18 +108,14 @@ def test_failed_run_notifies_then_ui_retry_skips_completed_stages(
     assert any(t.name.startswith("download") and t.state.name == "Completed" for t in second_attempt)
 
 
-def test_ui_run_button_starts_train_and_deploy_to_completion(
-    prefect_worker: int, prefect_server: PrefectStack
-) -> None:
+def test_ui_run_button_starts_train_and_deploy_to_completion(prefect_worker: int, prefect_server: PrefectStack) -> None:
     deployment = _deployment(TRAIN)
     run_id = quick_run_from_ui(prefect_server.ui_url, deployment.id, deployment.name)
     run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
     assert run.state.type.value == "COMPLETED", run.state.message
 
 
-def test_idle_endpoint_is_deleted_by_teardown_on_its_trigger(
-    prefect_worker: int, prefect_server: PrefectStack
-) -> None:
+def test_idle_endpoint_is_deleted_by_teardown_on_its_trigger(prefect_worker: int, prefect_server: PrefectStack) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
@@ -139,9 +135,7 @@ def test_idle_endpoint_is_deleted_by_teardown_on_its_trigger(
     wait_until(all_deleted, timeout=300, what=f"teardown of idle endpoints {sorted(deployed)}", interval=3)
     teardown = _deployment(TEARDOWN)
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[teardown.id]))
-        )
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[teardown.id])))
     targeted = {str(r.parameters.get("endpoint") or "").removeprefix("sentiflow.endpoint.") for r in runs}
     completed = [r for r in runs if r.state is not None and r.state.type.value == "COMPLETED"]
     assert completed, "no teardown-idle-endpoints run completed"

@@ -31,8 +31,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
 
 
-
-
 @pytest.fixture
 def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
     monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
@@ -81,9 +79,7 @@ def test_flow_dry_run_then_event_style_teardown(
     assert events["sentiflow.endpoint.deployed"]["payload"]["version"] == promotion.version
 
 
-def _wait_for_events(
-    client: object, resource: str, names: set[str], timeout_s: float = 60
-) -> dict[str, dict]:
+def _wait_for_events(client: object, resource: str, names: set[str], timeout_s: float = 60) -> dict[str, dict]:
     """The latest event of each name for ``resource``, polling the server until all have arrived."""
     deadline = time.monotonic() + timeout_s
     found: dict[str, dict] = {}

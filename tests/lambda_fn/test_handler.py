@@ -67,9 +67,7 @@ def v1_event(body: str | None, *, method: str = "POST", b64: bool = False) -> di
 
 
 def ctx(request_id: str = "req-123") -> Any:
-    return SimpleNamespace(
-        aws_request_id=request_id, function_name="f", get_remaining_time_in_millis=lambda: 30000
-    )
+    return SimpleNamespace(aws_request_id=request_id, function_name="f", get_remaining_time_in_millis=lambda: 30000)
 
 
 def body_of(response: dict) -> dict:
@@ -243,9 +241,7 @@ def test_logs_are_json_without_the_review(endpoint: EndpointDouble, caplog: pyte
     assert all("SECRET-PHRASE" not in r.getMessage() for r in caplog.records)
 
 
-def test_environment_override_is_per_context(
-    endpoint: EndpointDouble, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_environment_override_is_per_context(endpoint: EndpointDouble, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("ENDPOINT_NAME")
     with environment({"ENDPOINT_NAME": "sentiment", "MODEL_VERSION": "9"}):
         assert handler(v2_event(POSITIVE), ctx())["statusCode"] == 200

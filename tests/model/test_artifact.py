@@ -43,9 +43,7 @@ LAYOUT = {
 def model_dir(channels: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     job = tmp_path_factory.mktemp("job")
     config = TrainConfig(embedding_dim=8, hidden_dim=8, batch_size=16, learning_rate=0.01, epochs=2, seed=1)
-    paths = TrainPaths(
-        job / "model", channels / "train", channels / "validation", job / "output", job / "ckpt"
-    )
+    paths = TrainPaths(job / "model", channels / "train", channels / "validation", job / "output", job / "ckpt")
     run_training(config, paths, log=lambda line: None, job_name="job-7")
     return paths.model_dir
 

@@ -43,9 +43,7 @@ def test_reference_network_reads_the_last_real_time_step() -> None:
 @pytest.mark.parametrize("bidirectional", [True, False])
 def test_pooled_network_returns_logits_independent_of_padding_and_batch(bidirectional: bool) -> None:
     torch.manual_seed(0)
-    network = PooledLSTMClassifier(
-        vocab_size=50, embedding_dim=8, hidden_dim=6, bidirectional=bidirectional
-    ).eval()
+    network = PooledLSTMClassifier(vocab_size=50, embedding_dim=8, hidden_dim=6, bidirectional=bidirectional).eval()
     rows = _rows([4, 12, 1, 9])
     out = network(rows)
     assert out.shape == (4,)

@@ -68,15 +68,11 @@ def test_batch_form_keeps_order_and_matches_single(monkeypatch: pytest.MonkeyPat
 def test_tokens_identical_on_thousands_of_real_reviews(imdb_archive) -> None:
     """Every 10th review of both splits (5,000 reviews) tokenizes exactly as the reference does."""
     with tarfile.open(imdb_archive) as tar:
-        members = [
-            m for m in tar if m.isfile() and re.search(r"/(train|test)/(pos|neg)/\d+_\d+\.txt$", m.name)
-        ]
+        members = [m for m in tar if m.isfile() and re.search(r"/(train|test)/(pos|neg)/\d+_\d+\.txt$", m.name)]
         reviews = [tar.extractfile(m).read().decode("utf-8") for m in members[::10]]
     assert len(reviews) == 5000
     ours = reviews_to_words(reviews)
-    mismatches = [
-        r for r, tokens in zip(reviews, ours, strict=True) if tokens != review_to_words_fast_reference(r)
-    ]
+    mismatches = [r for r, tokens in zip(reviews, ours, strict=True) if tokens != review_to_words_fast_reference(r)]
     assert mismatches == []
 
 

@@ -126,9 +126,7 @@ def test_channel_without_its_csv_fails_before_training(
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_several_hosts_are_refused(
-    channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_several_hosts_are_refused(channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     env = {**_env(channels, tmp_path), "SM_HOSTS": '["algo-1", "algo-2"]'}
     assert main(TINY, env) == 2
     assert "instance_count=1" in capsys.readouterr().err
@@ -154,9 +152,7 @@ def test_script_mode_smoke_run_from_a_staged_source_dir(channels: Path, tmp_path
     """One epoch through the SageMaker contract, from a copy of the source tree, run from another folder."""
     source = tmp_path / "source"
     for package in ("model", "serve"):
-        shutil.copytree(
-            PROJECT_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__")
-        )
+        shutil.copytree(PROJECT_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
     job = tmp_path / "job"
     env = {**os.environ, **_env(channels, job), "TRAINING_JOB_NAME": "smoke-1", "PYTHONPATH": ""}
     done = subprocess.run(
@@ -186,9 +182,7 @@ def test_training_learns_the_synthetic_sentiment(channels: Path, tmp_path: Path)
     assert metrics["val_accuracy"] >= 0.9
     assert [entry["epoch"] for entry in metrics["history"]] == [1, 2, 3]
     model = load_artifact(tmp_path / "model")
-    positive, negative = model.predict_texts(
-        ["great wonderful loved excellent film", "awful terrible boring film"]
-    )
+    positive, negative = model.predict_texts(["great wonderful loved excellent film", "awful terrible boring film"])
     assert positive > 0.5 > negative
 
 
@@ -200,9 +194,7 @@ def test_same_seed_gives_the_same_weights(channels: Path, tmp_path: Path) -> Non
     assert not all(torch.equal(weights["a"][key], weights["c"][key]) for key in weights["a"])
 
 
-def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(
-    channels: Path, tmp_path: Path
-) -> None:
+def test_resume_continues_at_the_next_epoch_and_matches_an_uninterrupted_run(channels: Path, tmp_path: Path) -> None:
     interrupted = _paths(channels, tmp_path / "interrupted")
     run_training(_config(epochs=1, patience=5), interrupted, log=lambda line: None)
     lines: list[str] = []

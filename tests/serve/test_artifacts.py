@@ -39,9 +39,7 @@ def test_store_uri_of_the_local_store(tiny: TinyModel, settings: Settings) -> No
         ("s3://bucket/model.tar.gz", "not in the local artifact store"),
     ],
 )
-def test_bad_artifacts_are_user_errors(
-    settings: Settings, tmp_path: Path, artifact: str, fragment: str
-) -> None:
+def test_bad_artifacts_are_user_errors(settings: Settings, tmp_path: Path, artifact: str, fragment: str) -> None:
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(SentiflowError, match=fragment):
         resolve_model_dir(artifact.format(tmp=tmp_path), settings)

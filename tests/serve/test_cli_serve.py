@@ -29,9 +29,7 @@ def test_serve_archive_on_free_port_then_sigterm(tiny: TinyModel, tmp_path: Path
         "--port-file", str(port_file), "--state-file", str(state_file),
         "--access-log", str(tmp_path / "access.log"),
     ]  # fmt: skip
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path)
-    )
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path))
     try:
         line = process.stdout.readline().strip()
         assert line.startswith("listening on http://127.0.0.1:"), process.stderr.read()

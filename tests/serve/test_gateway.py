@@ -76,9 +76,7 @@ def test_predict_round_trip_with_cors(gateway: GatewayServer, settings: Settings
         sent = endpoint.requests[-1]
         assert sent["name"] == "sentiment" and json.loads(sent["body"]) == {"review": "Boring and awful."}
         # plain text works too
-        status, _, raw = request(
-            f"{gateway.url}/predict", "POST", b"great great", {"Content-Type": "text/plain"}
-        )
+        status, _, raw = request(f"{gateway.url}/predict", "POST", b"great great", {"Content-Type": "text/plain"})
         assert status == 200 and json.loads(raw)["label"] == "positive"
         status, headers, raw = request(
             f"{gateway.url}/predict",
@@ -97,9 +95,7 @@ def test_no_target_is_503_and_bad_input_is_400(gateway: GatewayServer, settings:
         point(settings, "sentiment", endpoint.url, "1")
         status, body = predict(gateway.url, "   ")
         assert status == 400 and body["error"] == "empty review"
-        status, _, raw = request(
-            f"{gateway.url}/predict", "POST", b"x" * (2 << 20), {"Content-Type": "text/plain"}
-        )
+        status, _, raw = request(f"{gateway.url}/predict", "POST", b"x" * (2 << 20), {"Content-Type": "text/plain"})
         assert status == 413
 
 
@@ -191,9 +187,7 @@ def test_build_event_is_payload_v2() -> None:
     }
     assert event["requestContext"]["requestId"] == "r1"
     assert event["body"] == '{"review":"x"}' and event["isBase64Encoded"] is False
-    binary = build_event(
-        "POST", "/predict", "", {"content-type": "application/octet-stream"}, b"\xff", "::1", "r2"
-    )
+    binary = build_event("POST", "/predict", "", {"content-type": "application/octet-stream"}, b"\xff", "::1", "r2")
     assert binary["isBase64Encoded"] is True and binary["body"] == "/w=="
 
 
@@ -215,9 +209,7 @@ def test_through_the_real_endpoint_server_and_a_real_model(
         for review in tiny.test_reviews[:6]:
             status, body = predict(gateway.url, review)
             assert status == 200, body
-            expected = json.loads(
-                output_fn(predict_fn(InferenceInput(texts=[review], single=True), tiny_loaded), None)
-            )
+            expected = json.loads(output_fn(predict_fn(InferenceInput(texts=[review], single=True), tiny_loaded), None))
             assert body["label"] == expected["label"]
             assert body["score"] == pytest.approx(expected["score"])
             assert body["model_version"] == "1"

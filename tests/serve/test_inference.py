@@ -102,9 +102,7 @@ def test_predictions_are_batched_and_ordered(tiny: TinyModel, tiny_loaded: Any, 
         (b"hello", None, 415, "not supported"),
     ],
 )
-def test_bad_input_raises_bad_request(
-    body: bytes, content_type: str | None, status: int, fragment: str
-) -> None:
+def test_bad_input_raises_bad_request(body: bytes, content_type: str | None, status: int, fragment: str) -> None:
     with pytest.raises(BadRequest, match=None) as caught:
         input_fn(body, content_type)
     assert caught.value.status == status

@@ -49,9 +49,7 @@ def server(tiny_loaded: Any, log_stream: io.StringIO) -> Iterator[EndpointServer
 def test_ping_and_invocation(server: EndpointServer, tiny: TinyModel, tiny_loaded: Any) -> None:
     assert_healthy(server)
     review = tiny.test_reviews[3]
-    status, headers, body = call(
-        server, "POST", "/invocations", review.encode(), {"Content-Type": "text/plain"}
-    )
+    status, headers, body = call(server, "POST", "/invocations", review.encode(), {"Content-Type": "text/plain"})
     assert status == 200 and headers["content-type"] == "application/json"
     expected = float(tiny_loaded.predict_texts([review])[0])
     assert json.loads(body)["score"] == pytest.approx(expected, abs=1e-12)
@@ -101,9 +99,7 @@ def test_bad_request_gets_json_error_then_server_stays_healthy(
 
 def test_unknown_routes_are_404(server: EndpointServer) -> None:
     assert call(server, "GET", "/nope")[0] == 404
-    status, _, body = call(
-        server, "POST", "/endpoints/other-ep/invocations", b"x", {"Content-Type": "text/plain"}
-    )
+    status, _, body = call(server, "POST", "/endpoints/other-ep/invocations", b"x", {"Content-Type": "text/plain"})
     assert status == 404 and "other-ep" in json.loads(body)["message"]
     assert_healthy(server)
 
@@ -122,16 +118,12 @@ def test_keep_alive_connection_serves_after_an_error(server: EndpointServer, tin
         conn.close()
 
 
-def test_concurrent_requests_all_answer_correctly(
-    server: EndpointServer, tiny: TinyModel, tiny_loaded: Any
-) -> None:
+def test_concurrent_requests_all_answer_correctly(server: EndpointServer, tiny: TinyModel, tiny_loaded: Any) -> None:
     reviews = tiny.test_reviews[:40]
     expected = tiny_loaded.predict_texts(reviews)
 
     def one(review: str) -> float:
-        status, _, body = call(
-            server, "POST", "/invocations", review.encode(), {"Content-Type": "text/plain"}
-        )
+        status, _, body = call(server, "POST", "/invocations", review.encode(), {"Content-Type": "text/plain"})
         assert status == 200
         return json.loads(body)["score"]
 
@@ -204,9 +196,7 @@ def test_stop_finishes_in_flight_requests_and_writes_state(tiny_loaded: Any, tmp
     idle.getresponse().read()  # an idle keep-alive connection must not block shutdown
     results: list[int] = []
     worker = threading.Thread(
-        target=lambda: results.append(
-            call(server, "POST", "/invocations", b"great", {"Content-Type": "text/plain"})[0]
-        )
+        target=lambda: results.append(call(server, "POST", "/invocations", b"great", {"Content-Type": "text/plain"})[0])
     )
     worker.start()
     assert gated.entered.wait(30)

@@ -61,9 +61,7 @@ def build_tiny_model(root: Path) -> TinyModel:
     train_reviews, train_labels = _reviews(rng, 240)
     validation_reviews, validation_labels = _reviews(rng, 60)
     test_reviews, test_labels = _reviews(rng, 200)
-    test_reviews[0] = (
-        "<p>A <b>great</b> film &amp; " + " ".join(["wonderful"] * 300) + "</p>"
-    )  # > MAX_LEN tokens
+    test_reviews[0] = "<p>A <b>great</b> film &amp; " + " ".join(["wonderful"] * 300) + "</p>"  # > MAX_LEN tokens
     train_tokens = reviews_to_words(train_reviews, workers=1)
     test_tokens = reviews_to_words(test_reviews, workers=1)
     word_dict = build_vocabulary(train_tokens, VOCAB_SIZE)
@@ -73,9 +71,7 @@ def build_tiny_model(root: Path) -> TinyModel:
     if not (model_dir / "model.pth").is_file():
         channels = root / "channels"
         preprocessor.save(channels / "train")
-        _write_csv(
-            channels / "train" / "train.csv", train_labels, encode_many(train_tokens, word_dict, MAX_LEN)
-        )
+        _write_csv(channels / "train" / "train.csv", train_labels, encode_many(train_tokens, word_dict, MAX_LEN))
         validation_rows = encode_many(reviews_to_words(validation_reviews, workers=1), word_dict, MAX_LEN)
         _write_csv(channels / "validation" / "validation.csv", validation_labels, validation_rows)
         command = [

@@ -47,9 +47,7 @@ def test_metrics_on_known_inputs() -> None:
 
 def test_metrics_edge_cases() -> None:
     all_negative = classification_metrics([0, 0], [0.1, 0.2])
-    assert (
-        all_negative["precision"] == 0.0 and all_negative["roc_auc"] is None and all_negative["accuracy"] == 1
-    )
+    assert all_negative["precision"] == 0.0 and all_negative["roc_auc"] is None and all_negative["accuracy"] == 1
     with pytest.raises(SentiflowError, match="2 labels and 3 scores"):
         classification_metrics([0, 1], [0.1, 0.2, 0.3])
     with pytest.raises(SentiflowError, match="0 or 1"):
@@ -98,15 +96,11 @@ def test_baseline_on_tokens_and_id_rows(tiny: TinyModel) -> None:
 
 def test_evaluate_writes_report_and_plots(tiny: TinyModel, batch_scores: np.ndarray, tmp_path: Path) -> None:
     baseline = tfidf_baseline(tiny.train_tokens, tiny.train_labels, tiny.test_tokens, tiny.test_labels)
-    report, images = evaluate(
-        tiny.test_labels, batch_scores, tmp_path / "run", baseline, model_uri="file:///m"
-    )
+    report, images = evaluate(tiny.test_labels, batch_scores, tmp_path / "run", baseline, model_uri="file:///m")
     written = json.loads((tmp_path / "run" / EVALUATION_FILE).read_text())
     assert written == json.loads(json.dumps(report))
     assert written["model"]["n"] == 200 and written["model_uri"] == "file:///m"
-    assert written["lift"]["accuracy"] == pytest.approx(
-        written["model"]["accuracy"] - baseline.metrics["accuracy"]
-    )
+    assert written["lift"]["accuracy"] == pytest.approx(written["model"]["accuracy"] - baseline.metrics["accuracy"])
     for name in ("roc.png", "confusion.png"):
         assert (tmp_path / "run" / name).read_bytes().startswith(b"\x89PNG")
     markdown = report_markdown(report, images)
@@ -167,12 +161,8 @@ def test_parity_refuses_misaligned_inputs(tiny: TinyModel, batch_scores: np.ndar
 # --- the Prefect tasks, wired like the flow wires them ---------------------------------------------
 
 
-
-
 @pytest.mark.e2e
-def test_tasks_in_a_flow_write_report_and_artifacts(
-    prefect_harness, settings, tiny: TinyModel, tmp_path: Path
-):
+def test_tasks_in_a_flow_write_report_and_artifacts(prefect_harness, settings, tiny: TinyModel, tmp_path: Path):
     import pandas as pd
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -206,12 +196,8 @@ def test_tasks_in_a_flow_write_report_and_artifacts(
     ).to_parquet(dataset)
     store = LocalArtifactStore(settings.store_dir)
     model_uri, _ = store.put_file(tiny.tar_path, "runs/e2e/model.tar.gz")
-    features_uri, _ = store.put_file(
-        channels / "test" / "test_features.csv", "channels/test/test_features.csv"
-    )
-    output_uri = LocalBatchTransformer(settings, store).transform(
-        model_uri, features_uri, "runs/e2e/out", print
-    )
+    features_uri, _ = store.put_file(channels / "test" / "test_features.csv", "channels/test/test_features.csv")
+    output_uri = LocalBatchTransformer(settings, store).transform(model_uri, features_uri, "runs/e2e/out", print)
 
     @flow(name="evaluate-e2e")
     def evaluate_flow() -> tuple[dict, dict, dict]:
@@ -227,10 +213,7 @@ def test_tasks_in_a_flow_write_report_and_artifacts(
     assert report["uri"] == store.uri("runs/e2e/evaluation.json")
     assert json.loads((tmp_path / "run" / EVALUATION_FILE).read_text())["model"] == report["model"]
     assert parity["passed"] and parity["checked"] == 50
-    assert (
-        decision == {"promote": True, "reason": decision["reason"]}
-        and "no model deployed" in decision["reason"]
-    )
+    assert decision == {"promote": True, "reason": decision["reason"]} and "no model deployed" in decision["reason"]
     with get_client(sync_client=True) as client:
         keys = {artifact.key for artifact in client.read_artifacts()}
     assert {"evaluation-metrics", "evaluation-report"} <= keys

@@ -64,9 +64,7 @@ def predict(api_url: str) -> tuple[int, dict]:
 
 
 def decision(name: str, **extra: object) -> TeardownDecision:
-    info = EndpointInfo(
-        name=name, model_uri="file:///m.tar.gz", version=4, status="InService", extra=dict(extra)
-    )
+    info = EndpointInfo(name=name, model_uri="file:///m.tar.gz", version=4, status="InService", extra=dict(extra))
     return TeardownDecision(endpoint=info, reason="idle", idle_minutes=75.0, age_hours=3.5, saved="1 process")
 
 
@@ -132,9 +130,7 @@ def test_idle_endpoint_is_deleted_and_the_api_answers_503(
     assert process_alive(endpoint.extra["pid"]) and port_open(endpoint.url)
     assert predict(api_url)[0] == 200
 
-    other = run_teardown(
-        settings, print, idle_minutes=0, endpoint="sentiflow.endpoint.someone-else", backend=local
-    )
+    other = run_teardown(settings, print, idle_minutes=0, endpoint="sentiflow.endpoint.someone-else", backend=local)
     assert other.items == [] and process_alive(endpoint.extra["pid"])
 
     report = run_teardown(settings, print, idle_minutes=0, endpoint=resource_id(endpoint.name), backend=local)

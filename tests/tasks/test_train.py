@@ -83,8 +83,7 @@ def test_rerun_with_same_inputs_reuses_the_finished_job(
     second, reused = run_training_stage(trainer, store, uris, TINY, lines.append)
     assert reused and second == first
     assert lines == [
-        f"reusing finished training job {first.job_name} (same data, code and hyperparameters): "
-        f"{first.model_uri}"
+        f"reusing finished training job {first.job_name} (same data, code and hyperparameters): {first.model_uri}"
     ]
     assert log_file.stat().st_mtime_ns == stamp
 
@@ -137,9 +136,7 @@ def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
 
     @flow(name="train-e2e")
     def train_flow() -> object:
-        return train_model(
-            settings, uris, {"epochs": 2, "embedding_dim": 8, "hidden_dim": 8, "num_threads": 1}
-        )
+        return train_model(settings, uris, {"epochs": 2, "embedding_dim": 8, "hidden_dim": 8, "num_threads": 1})
 
     result = train_flow()
     assert result.hyperparameters["epochs"] == 2 and result.hyperparameters["architecture"] == "bilstm-pool"

@@ -16,9 +16,7 @@ from tests.lambda_fn.endpoint_double import EndpointDouble, running_endpoint
 pytestmark = pytest.mark.e2e
 
 SCREENSHOT = Path("/tmp/sentiflow-page.png")
-POSITIVE = (
-    "A wonderful, brilliant film. I loved every minute; the acting is excellent and the story a masterpiece."
-)
+POSITIVE = "A wonderful, brilliant film. I loved every minute; the acting is excellent and the story a masterpiece."
 NEGATIVE = "An awful, boring mess. The worst film I have seen this year and a complete waste of two hours."
 XSS = 'Great film <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> & more'
 
@@ -113,9 +111,7 @@ def test_server_errors_show_the_request_id(page: Any, endpoint: EndpointDouble, 
     assert "request id" in page.text_content("#message-body")
 
 
-def test_api_url_override(
-    browser: Any, gateway: GatewayServer, endpoint: EndpointDouble, tmp_path: Path
-) -> None:
+def test_api_url_override(browser: Any, gateway: GatewayServer, endpoint: EndpointDouble, tmp_path: Path) -> None:
     """A page served elsewhere (here: a file) reaches the API through window.SENTIFLOW_API_URL, with CORS."""
     from importlib import resources
 

@@ -108,13 +108,9 @@ class MotoWorld:
         }
         arns = {}
         for name, (service, policy_file) in roles.items():
-            arns[name] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=_trust(service))["Role"][
-                "Arn"
-            ]
+            arns[name] = iam.create_role(RoleName=name, AssumeRolePolicyDocument=_trust(service))["Role"]["Arn"]
             if (IAM_DIR / policy_file).is_file():
-                iam.put_role_policy(
-                    RoleName=name, PolicyName=name, PolicyDocument=(IAM_DIR / policy_file).read_text()
-                )
+                iam.put_role_policy(RoleName=name, PolicyName=name, PolicyDocument=(IAM_DIR / policy_file).read_text())
         self.role_arn = arns["sentiflow-sagemaker-execution"]
         self.lambda_role_arn = arns["sentiflow-lambda-predict"]
 
@@ -169,9 +165,7 @@ class MotoWorld:
             else:
                 config = backend.endpoint_configs[config_name]
                 endpoint.endpoint_config_name = config_name
-                endpoint.production_variants = endpoint._process_production_variants(
-                    config.production_variants
-                )
+                endpoint.production_variants = endpoint._process_production_variants(config.production_variants)
                 endpoint.failure_reason = None
             endpoint.last_modified_time = _utcnow()
             return json.dumps({"EndpointArn": endpoint.arn})
@@ -265,13 +259,9 @@ class MotoWorld:
         job.transform_job_status = "Completed"
 
     # --- runtime and metrics ------------------------------------------------------------------------------
-    def seed_endpoint_results(
-        self, bodies: list[str | bytes], content_type: str = "application/json"
-    ) -> None:
+    def seed_endpoint_results(self, bodies: list[str | bytes], content_type: str = "application/json") -> None:
         """Queue sagemaker-runtime responses (FIFO, one per distinct request)."""
-        results = [
-            {"Body": b.decode() if isinstance(b, bytes) else b, "ContentType": content_type} for b in bodies
-        ]
+        results = [{"Body": b.decode() if isinstance(b, bytes) else b, "ContentType": content_type} for b in bodies]
         payload = json.dumps({"account_id": ACCOUNT, "region": REGION, "results": results}).encode()
         request = urllib.request.Request(
             f"{self.endpoint_url}/moto-api/static/sagemaker/endpoint-results",
@@ -407,9 +397,7 @@ def run_local_transform(world: MotoWorld, job: dict[str, Any], model: dict[str, 
     folder.mkdir(parents=True, exist_ok=True)
     world.client("s3").download_file(bucket, key, str(folder / "model.tar.gz"))
     loaded = inference.model_fn(str(unpack_model(folder / "model.tar.gz", folder / "model")))
-    inputs = world.download_prefix(
-        job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"], folder / "in"
-    )
+    inputs = world.download_prefix(job["TransformInput"]["DataSource"]["S3DataSource"]["S3Uri"], folder / "in")
     limit = int(job["Environment"].get("SENTIFLOW_SERVE_MAX_REVIEWS", "256"))
     batch_bytes = int(job.get("MaxPayloadInMB") or 6) * 1024 * 1024
     out_prefix = job["TransformOutput"]["S3OutputPath"].rstrip("/")

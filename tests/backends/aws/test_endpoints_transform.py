@@ -56,10 +56,7 @@ def test_deploy_update_rollback_list_invoke_delete(aws_settings: Settings, moto_
     assert model["PrimaryContainer"]["Image"] == INFERENCE_IMAGE
     assert model["PrimaryContainer"]["ModelDataUrl"] == v1
     env = model["PrimaryContainer"]["Environment"]
-    assert (
-        env["SAGEMAKER_PROGRAM"] == "inference.py"
-        and env["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
-    )
+    assert env["SAGEMAKER_PROGRAM"] == "inference.py" and env["SAGEMAKER_SUBMIT_DIRECTORY"] == "/opt/ml/model/code"
     assert env["SAGEMAKER_REGION"] == "us-east-1"
     tags = {t["Key"]: t["Value"] for t in sm.list_tags(ResourceArn=info.extra["arn"])["Tags"]}
     assert tags["sentiflow:managed"] == "true" and tags["sentiflow:version"] == "1"
@@ -77,8 +74,7 @@ def test_deploy_update_rollback_list_invoke_delete(aws_settings: Settings, moto_
     with pytest.raises(SentiflowError, match="health check failed.*keeps serving"):
         endpoints.deploy("sentiflow-sentiment", v3, 3, print)
     assert (
-        sm.describe_endpoint(EndpointName="sentiflow-sentiment")["EndpointConfigName"]
-        == info2.extra["endpoint_config"]
+        sm.describe_endpoint(EndpointName="sentiflow-sentiment")["EndpointConfigName"] == info2.extra["endpoint_config"]
     )
     assert endpoints.get("sentiflow-sentiment").version == 2
 
@@ -108,9 +104,7 @@ def test_repack_when_code_missing(aws_settings: Settings, moto_world: MotoWorld)
     bare = put_model(moto_world, "runs/9/model.tar.gz", with_code=False)
     info = endpoints.deploy("sentiflow-bare", bare, 1, print)
     assert info.model_uri.endswith("runs/9/repacked/model.tar.gz")
-    data = moto_world.client("s3").get_object(
-        Bucket=moto_world.bucket, Key="sentiflow/runs/9/repacked/model.tar.gz"
-    )
+    data = moto_world.client("s3").get_object(Bucket=moto_world.bucket, Key="sentiflow/runs/9/repacked/model.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(data["Body"].read()), mode="r:gz") as tar:
         names = set(tar.getnames())
     assert {"code/inference.py", "code/requirements.txt", "code/serve/inference.py", "model.pth"} <= names

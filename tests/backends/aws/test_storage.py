@@ -24,9 +24,7 @@ def test_put_get_and_skip_identical(aws_settings: Settings, moto_world: MotoWorl
     source.write_text("1,3,4,5\n")
     uri, uploaded = store.put_file(source, "runs/r1/train/train.csv")
     assert uploaded and uri == f"s3://{moto_world.bucket}/sentiflow/runs/r1/train/train.csv"
-    head = moto_world.client("s3").head_object(
-        Bucket=moto_world.bucket, Key="sentiflow/runs/r1/train/train.csv"
-    )
+    head = moto_world.client("s3").head_object(Bucket=moto_world.bucket, Key="sentiflow/runs/r1/train/train.csv")
     assert head["Metadata"]["sha256"] == sha256_file(source)
     assert store.put_file(source, "runs/r1/train/train.csv") == (uri, False)
     source.write_text("0,2,9\n")

@@ -59,9 +59,7 @@ def test_training_job_request_and_result(aws_settings: Settings, moto_world: Mot
     assert hp["sagemaker_program"] == '"model/train.py"'
     assert hp["sagemaker_region"] == '"us-east-1"'
     submit = json.loads(hp["sagemaker_submit_directory"])
-    assert submit.startswith(f"s3://{moto_world.bucket}/sentiflow/code/") and submit.endswith(
-        "/sourcedir.tar.gz"
-    )
+    assert submit.startswith(f"s3://{moto_world.bucket}/sentiflow/code/") and submit.endswith("/sourcedir.tar.gz")
     assert (hp["epochs"], hp["hidden-dim"], hp["architecture"]) == ("2", "32", '"bilstm-pool"')
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels == {
@@ -76,11 +74,7 @@ def test_training_job_request_and_result(aws_settings: Settings, moto_world: Mot
         t["Key"]: t["Value"]
         for t in moto_world.client("sagemaker").list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]
     }
-    assert (
-        tags["project"] == "sentiflow"
-        and tags["sentiflow:stage"] == "train"
-        and tags["sentiflow:run-id"] == "42"
-    )
+    assert tags["project"] == "sentiflow" and tags["sentiflow:stage"] == "train" and tags["sentiflow:run-id"] == "42"
 
     # the source bundle holds the entry point, model/ and serve/ and the requirements
     import io
@@ -115,16 +109,12 @@ def test_request_metric_definitions_spot_and_model_contract(aws_settings: Settin
         checkpoint_uri="s3://b/ck",
     )
     assert request["EnableManagedSpotTraining"] is True
-    assert (
-        request["StoppingCondition"]["MaxWaitTimeInSeconds"]
-        >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
-    )
+    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
     import re
 
     line = "epoch=3 train_loss=0.312 val_loss=0.298 val_accuracy=0.881 epoch_s=41.2"
     found = {
-        d["Name"]: re.search(d["Regex"], line).group(1)
-        for d in request["AlgorithmSpecification"]["MetricDefinitions"]
+        d["Name"]: re.search(d["Regex"], line).group(1) for d in request["AlgorithmSpecification"]["MetricDefinitions"]
     }
     assert found["validation:accuracy"] == "0.881" and found["train:loss"] == "0.312"
 
@@ -133,9 +123,7 @@ def test_failed_job_raises_with_failure_reason(aws_settings: Settings, moto_worl
     moto_world.training_player = failing_training
     trainer, store = make_trainer(aws_settings)
     lines: list[str] = []
-    with pytest.raises(
-        SentiflowError, match="failed: AlgorithmError: ExitCode 2: error: bad hyperparameters"
-    ):
+    with pytest.raises(SentiflowError, match="failed: AlgorithmError: ExitCode 2: error: bad hyperparameters"):
         trainer.train(spec(store), lines.append)
     assert "error: bad hyperparameters" in lines
 
