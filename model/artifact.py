@@ -68,7 +68,8 @@ class SentimentModel:
     preprocessor: Preprocessor
     info: dict[str, Any]
     version: str | None = None
-    batch_size: int = 256
+    batch_size: int = 256  # most rows in one forward pass
+    batch_tokens: int = 4096  # most padded time steps (rows × longest row) in one forward pass
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
@@ -84,14 +85,29 @@ class SentimentModel:
         result = np.empty(len(rows), dtype=np.float64)
         order = np.argsort(rows[:, 0], kind="stable")
         with torch.inference_mode():
-            for start in range(0, len(rows), self.batch_size):
-                index = order[start : start + self.batch_size]
+            for index in self._length_batches(rows[order, 0], order):
                 batch = torch.as_tensor(rows[index], dtype=torch.int64, device=self.device)
                 out = self.network(batch).reshape(-1)
                 if returns_logits(self.network):
                     out = torch.sigmoid(out)
                 result[index] = out.double().cpu().numpy()
         return result
+
+    def _length_batches(self, sorted_lengths: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
+        """Split rows sorted by length into batches of at most ``batch_size`` rows and ``batch_tokens`` padded
+        steps: the network crops each batch to its longest row, so short reviews travel in large batches and
+        long ones in small batches, and hardly any work is spent on padding."""
+        batches, start = [], 0
+        for end in range(1, len(order) + 1):
+            size = end - start
+            if (
+                end == len(order)
+                or size >= self.batch_size
+                or (size + 1) * max(1, sorted_lengths[end]) > self.batch_tokens
+            ):
+                batches.append(order[start:end])
+                start = end
+        return batches
 
     def predict_texts(self, texts: list[str]) -> np.ndarray:
         """P(positive) for raw review texts (tokenized with the model's preprocessing)."""

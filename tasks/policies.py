@@ -48,9 +48,7 @@ def describe_error(state: Any) -> str:
         error = state.result(raise_on_failure=False)
     except Exception as exc:  # reading the result can itself fail (e.g. unpersisted)
         error = exc
-    text = (
-        f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(state.message or "")
-    )
+    text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(state.message or "")
     text = " ".join(text.split())
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 

@@ -20,9 +20,7 @@ PortOption = Annotated[
     int,
     typer.Option("--port", envvar="SENTIFLOW_PREFECT_PORT", help="Port of the Prefect server (API and UI)."),
 ]
-TimeoutOption = Annotated[
-    float, typer.Option("--timeout", help="Seconds to wait for the server to be healthy.")
-]
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server to be healthy.")]
 ProjectOption = Annotated[
     Path | None,
     typer.Option("--project-dir", help="Folder holding prefect.yaml (default: here, or the checkout)."),
@@ -109,9 +107,7 @@ def up_command(
     server = start_server(settings, host=host, port=port, timeout=timeout)
     report = deploy_all(settings, project_dir=project_dir, api_url=server.api_url)
     worker = start_worker(settings, api_url=server.api_url, limit=limit)
-    typer.echo(
-        f"server pid {server.pid}, worker pid {worker.pid}; deployments: {', '.join(report.deployments)}"
-    )
+    typer.echo(f"server pid {server.pid}, worker pid {worker.pid}; deployments: {', '.join(report.deployments)}")
     if report.notify_block_id is None:
         typer.echo("notifications: off (set SENTIFLOW_NOTIFY_URL and run `sentiflow prefect deploy`)")
     _echo_server(server.api_url)

@@ -31,9 +31,7 @@ def request_approval(evaluation_markdown: str, timeout_s: int = DEFAULT_TIMEOUT_
     from prefect.flow_runs import pause_flow_run
 
     logger = get_run_logger()
-    logger.info(
-        "waiting up to %d s for a reviewer to approve promotion (Resume in the Prefect UI)", timeout_s
-    )
+    logger.info("waiting up to %d s for a reviewer to approve promotion (Resume in the Prefect UI)", timeout_s)
     try:
         decision = pause_flow_run(
             wait_for_input=Approval.with_initial_data(description=evaluation_markdown, approved=False),

@@ -19,9 +19,7 @@ from sentiflow.prefect_ops.notifications import FAILURE_BODY, FAILURE_SUBJECT
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore
 
-FAILURE_EVENTS = frozenset(
-    {"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"}
-)
+FAILURE_EVENTS = frozenset({"prefect.flow-run.Failed", "prefect.flow-run.Crashed", "prefect.flow-run.TimedOut"})
 """Flow-run state events that mean the run failed."""
 
 HEARTBEAT_SATISFIED_BY = frozenset(
@@ -56,15 +54,11 @@ def failure_automation(block_document_id: UUID, name: str = FAILURE_AUTOMATION) 
             threshold=1,
             within=timedelta(0),
         ),
-        actions=[
-            SendNotification(block_document_id=block_document_id, subject=FAILURE_SUBJECT, body=FAILURE_BODY)
-        ],
+        actions=[SendNotification(block_document_id=block_document_id, subject=FAILURE_SUBJECT, body=FAILURE_BODY)],
     )
 
 
-def zombie_automation(
-    after_seconds: int = ZOMBIE_AFTER_SECONDS, name: str = ZOMBIE_AUTOMATION
-) -> AutomationCore:
+def zombie_automation(after_seconds: int = ZOMBIE_AFTER_SECONDS, name: str = ZOMBIE_AUTOMATION) -> AutomationCore:
     """Automation: no heartbeat (nor terminal/paused state) within ``after_seconds`` of the last → Crashed."""
     from prefect.client.schemas.objects import StateType
     from prefect.events.actions import ChangeFlowRunState

@@ -150,9 +150,7 @@ def run_prefect_deploy(
     prefect_file = (prefect_file or project_dir / PREFECT_FILE).resolve()
     if not prefect_file.is_file():
         raise ConfigError(f"{prefect_file} does not exist; pass an existing --prefect-file")
-    rendered = render_prefect_file(
-        settings, prefect_file, prefect_home(settings) / f"rendered-{prefect_file.name}"
-    )
+    rendered = render_prefect_file(settings, prefect_file, prefect_home(settings) / f"rendered-{prefect_file.name}")
     command = [prefect_executable(), "--no-prompt", "deploy", "--prefect-file", str(rendered)]
     command += [arg for name in names for arg in ("--name", name)] if names else ["--all"]
     env = {**os.environ, **deploy_env(settings, api_url, project_dir)}
@@ -184,9 +182,7 @@ def list_deployments(pool: str = WORK_POOL) -> list[str]:
     from prefect.client.schemas.filters import WorkPoolFilter, WorkPoolFilterName
 
     with get_client(sync_client=True) as client:
-        deployments = client.read_deployments(
-            work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool]))
-        )
+        deployments = client.read_deployments(work_pool_filter=WorkPoolFilter(name=WorkPoolFilterName(any_=[pool])))
         flow_names = {d.flow_id: client.read_flow(d.flow_id).name for d in deployments}
     return sorted(f"{flow_names[d.flow_id]}/{d.name}" for d in deployments)
 

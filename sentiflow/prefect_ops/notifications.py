@@ -33,9 +33,7 @@ FAILURE_BODY = (
     "Deployment: {{ deployment.name if deployment else '(none: run outside a deployment)' }}\n"
     "Run: {{ flow_run.name }} ({{ flow_run.id }})\n"
     "State: {{ flow_run.state.name }}\n"
-    "Failed task: {{ flow_run.labels.get('"
-    + FAILED_TASK_LABEL
-    + "', 'unknown (the run ended outside a task)') }}\n"
+    "Failed task: {{ flow_run.labels.get('" + FAILED_TASK_LABEL + "', 'unknown (the run ended outside a task)') }}\n"
     "Error: {{ flow_run.labels.get('" + FAILED_ERROR_LABEL + "', flow_run.state.message) }}\n"
     "State message: {{ flow_run.state.message }}\n"
     "Parameters: {{ flow_run.parameters }}\n"

@@ -30,9 +30,7 @@ def result_storage_slug(settings: Settings, name: str = RESULT_STORAGE_BLOCK) ->
     return f"{'s3-bucket' if settings.backend == 'aws' else 'local-file-system'}/{name}"
 
 
-def ensure_result_storage(
-    settings: Settings, name: str = RESULT_STORAGE_BLOCK, make_default: bool = True
-) -> str:
+def ensure_result_storage(settings: Settings, name: str = RESULT_STORAGE_BLOCK, make_default: bool = True) -> str:
     """Create or update the result storage block; returns its slug for ``result_storage=``.
 
     With ``make_default`` the block also becomes the server's default result storage. Needs a Prefect API (a

@@ -147,9 +147,7 @@ def small_pipeline_env(archive: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def prefect_worker(
-    prefect_server: PrefectStack, prefect_deployed: list[str], synthetic_archive: Path
-) -> Iterator[int]:
+def prefect_worker(prefect_server: PrefectStack, prefect_deployed: list[str], synthetic_archive: Path) -> Iterator[int]:
     """A worker on the ``sentiflow-local`` pool for the session (small-pipeline env); yields its pid."""
     from sentiflow.prefect_ops.worker import start_worker, stop_worker
 

@@ -166,13 +166,11 @@ def flow_run_ids_of(deployment_id: UUID) -> set[UUID]:
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
-        )
+        runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
     return {run.id for run in runs}
 
 
-def quick_run_from_ui(ui_url: str, deployment_id: UUID, deployment_name: str, timeout: float = 90) -> UUID:
+def quick_run_from_ui(ui_url: str, deployment_id: UUID, deployment_name: str) -> UUID:
     """Open the deployment's page in headless Chromium, press Run → Quick run; returns the new run's id."""
     import pytest
 
@@ -181,6 +179,7 @@ def quick_run_from_ui(ui_url: str, deployment_id: UUID, deployment_name: str, ti
     from playwright.sync_api import expect, sync_playwright
 
     before = flow_run_ids_of(deployment_id)
+    run_id: UUID | None = None
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
@@ -188,17 +187,18 @@ def quick_run_from_ui(ui_url: str, deployment_id: UUID, deployment_name: str, ti
             page.goto(f"{ui_url}/deployments/deployment/{deployment_id}")
             expect(page).to_have_title(f"Deployment: {deployment_name} • Prefect Server", timeout=30_000)
             page.get_by_role("button", name="Run", exact=True).click()
-            page.get_by_text("Quick run", exact=True).click()
-
-            def created() -> set[UUID]:
-                return {
-                    run_id
-                    for run_id in flow_run_ids_of(deployment_id) - before
-                    if "auto-scheduled" not in read_flow_run(run_id).tags
-                }
-
-            new_runs = wait_until(created, timeout, "the UI's Quick run to create a flow run")
+            quick_run = page.get_by_text("Quick run", exact=True)
+            quick_run.wait_for(state="visible", timeout=15_000)
+            with page.expect_response(
+                lambda response: "/create_flow_run" in response.url or response.url.endswith("/flow_runs"),
+                timeout=30_000,
+            ) as created_response:
+                quick_run.click()
+            response = created_response.value
+            assert response.ok, response.text()
+            run_id = UUID(response.json()["id"])
         finally:
             browser.close()
-    assert len(new_runs) == 1, new_runs
-    return new_runs.pop()
+    assert run_id not in before
+    assert read_flow_run(run_id).deployment_id == deployment_id
+    return run_id

@@ -160,9 +160,7 @@ def test_idle_endpoint_trigger_starts_teardown_for_that_endpoint_only(
     assert [r.parameters["endpoint"] for r in teardown_runs()] == [idle]
 
 
-def test_ui_run_button_starts_a_flow_run_that_completes(
-    prefect_worker: int, prefect_server: PrefectStack
-) -> None:
+def test_ui_run_button_starts_a_flow_run_that_completes(prefect_worker: int, prefect_server: PrefectStack) -> None:
     from tests.prefect_ops.helpers import quick_run_from_ui
 
     deployment = _deployment(FIXTURE_TEARDOWN)

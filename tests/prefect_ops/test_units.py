@@ -52,9 +52,7 @@ def test_idle_window_is_at_least_ten_seconds() -> None:
 
 
 def test_rendered_prefect_file_sets_the_idle_window(tmp_path: Path) -> None:
-    rendered = render_prefect_file(
-        Settings(idle_minutes=0.5), PROJECT_ROOT / "prefect.yaml", tmp_path / "r.yaml"
-    )
+    rendered = render_prefect_file(Settings(idle_minutes=0.5), PROJECT_ROOT / "prefect.yaml", tmp_path / "r.yaml")
     config = yaml.safe_load(rendered.read_text())
     teardown = next(d for d in config["deployments"] if d["name"] == "teardown-idle-endpoints")
     assert teardown["triggers"][0]["within"] == 30
@@ -74,9 +72,7 @@ def test_prefect_yaml_declares_the_three_deployments() -> None:
     assert teardown["entrypoint"] == "flows/teardown.py:teardown_idle_endpoints"
     assert teardown["schedules"][0]["interval"] == 900
     trigger = teardown["triggers"][0]
-    assert trigger["posture"] == "Proactive" and trigger["parameters"] == {
-        "endpoint": "{{ event.resource.id }}"
-    }
+    assert trigger["posture"] == "Proactive" and trigger["parameters"] == {"endpoint": "{{ event.resource.id }}"}
     assert deployments["evaluate"]["entrypoint"] == "flows/evaluate.py:evaluate"
     assert deployments["evaluate"]["schedules"] == []
     for deployment in deployments.values():
@@ -112,6 +108,4 @@ def test_invocation_events_are_off_without_a_prefect_api(monkeypatch: pytest.Mon
 
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     assert not InvocationEvents().invoked("ep")
-    assert (
-        endpoint_resource_id("ep") == endpoint_resource_id("sentiflow.endpoint.ep") == "sentiflow.endpoint.ep"
-    )
+    assert endpoint_resource_id("ep") == endpoint_resource_id("sentiflow.endpoint.ep") == "sentiflow.endpoint.ep"
