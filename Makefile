@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
-## The main job: the full pipeline on the local backend (data source: SENTIFLOW_DATA_URL).
+## The main job: the full pipeline on the local backend (data source: SENTIFLOW_DATA_URL). A Prefect server with
+## its UI is started first (or reused) so the run can be watched; if that fails the run uses a temporary server.
 run: $(STAMP)
+	-$(BIN)/sentiflow prefect server
 	$(BIN)/sentiflow run $(ARGS)
 
 ## The whole test suite, with the services it needs (Prefect server, moto server) started and stopped.

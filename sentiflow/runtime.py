@@ -29,3 +29,13 @@ def configure_environment(settings: Settings) -> None:
             os.environ.setdefault("PREFECT_UI_URL", running.ui_url)
     settings.home.mkdir(parents=True, exist_ok=True)
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
+
+
+def configure_flow_run(settings: Settings) -> None:
+    """Everything a CLI command needs before it runs a flow: the environment above, then the saved result-storage
+    block (``<SENTIFLOW_HOME>/prefect-results``, or S3 on aws) that the worker's runs use too, so finished stages
+    are reused across CLI and deployment runs alike."""
+    configure_environment(settings)
+    from sentiflow.prefect_ops.storage import ensure_result_storage
+
+    ensure_result_storage(settings)

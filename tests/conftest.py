@@ -12,8 +12,9 @@ import pytest
 from sentiflow.config import Settings
 from tests.synthetic import write_archive
 
-# The moto server and the aws "world" (tests/aws_fixtures.py), for tests of the aws backend in any folder.
-pytest_plugins = ["tests.aws_fixtures"]
+# The moto server and the aws "world" (tests/aws_fixtures.py), and the real Prefect server, worker and notification
+# receiver (tests/prefect_ops/fixtures.py), for tests in any folder.
+pytest_plugins = ["tests.aws_fixtures", "tests.prefect_ops.fixtures"]
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SENTIFLOW_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
@@ -75,16 +76,9 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
-@pytest.fixture(scope="session")
-def prefect_harness() -> Iterator[str]:
-    """A Prefect API for the whole session: the server ``make test`` started (``PREFECT_API_URL``), else one
-    temporary test server. One per process, because Prefect's event and log workers bind to the first API."""
-    url = os.environ.get("PREFECT_API_URL")
-    if url:
-        yield url
-        return
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield PREFECT_API_URL.value()
+@pytest.fixture(scope="session", autouse=True)
+def prefect_api(prefect_server) -> str:  # noqa: ANN001 - PrefectStack from tests/prefect_ops
+    """One Prefect API for the whole session, for every test: the server ``make test`` started
+    (``SENTIFLOW_TEST_PREFECT_API_URL``), else one started here. One per process, because Prefect's event and
+    log workers bind to the first API they talk to."""
+    return prefect_server.api_url

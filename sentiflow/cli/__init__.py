@@ -30,13 +30,9 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
 
 
 def main() -> None:
-    """Console entry point: run the app, turning SentiflowError into a one-line message."""
+    """Console entry point: click handles usage errors and exit codes; a SentiflowError becomes one line."""
     try:
-        app(standalone_mode=False)
+        app()
     except SentiflowError as error:
         typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
         sys.exit(2)
-    except (typer.Exit, typer.Abort) as stop:
-        sys.exit(getattr(stop, "exit_code", 1))
-    except KeyboardInterrupt:
-        sys.exit(130)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from sentiflow.config import get_settings
-from sentiflow.runtime import configure_environment
+from sentiflow.runtime import configure_environment, configure_flow_run
 
 SourceOption = Annotated[
     str | None,
@@ -53,7 +53,7 @@ def prepare(
 ) -> None:
     """Run the data stages (download → validate → preprocess → upload) as a Prefect flow."""
     settings = get_settings()
-    configure_environment(settings)
+    configure_flow_run(settings)
     from flows.pipeline import data_flow
 
     summary = data_flow(source=source, sha256=sha256, max_reviews_per_class=max_reviews_per_class)

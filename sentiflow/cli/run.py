@@ -8,7 +8,7 @@ import typer
 
 from sentiflow.cli.data import PerClassOption, Sha256Option, SourceOption, print_data_summary
 from sentiflow.config import get_settings
-from sentiflow.runtime import configure_environment
+from sentiflow.runtime import configure_flow_run
 
 
 def print_pipeline_summary(summary: dict[str, Any]) -> None:
@@ -59,7 +59,7 @@ def run(
 ) -> None:
     """Run the whole pipeline: data → train → evaluate → gate → deploy → API."""
     settings = get_settings(backend=backend)
-    configure_environment(settings)
+    configure_flow_run(settings)
     from flows.pipeline import pipeline
 
     summary = pipeline(

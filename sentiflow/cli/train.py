@@ -8,7 +8,7 @@ import typer
 
 from sentiflow.cli.data import Sha256Option, SourceOption, print_data_summary
 from sentiflow.config import get_settings
-from sentiflow.runtime import configure_environment
+from sentiflow.runtime import configure_flow_run
 
 
 def _option(flag: str, help_text: str, **limits: Any) -> Any:
@@ -34,7 +34,7 @@ def train(
 ) -> None:
     """Prepare the data and train the model (reusing an identical finished job); print the artifact."""
     settings = get_settings()
-    configure_environment(settings)
+    configure_flow_run(settings)
     overrides = hyperparameter_overrides(
         epochs=epochs,
         hidden_dim=hidden_dim,

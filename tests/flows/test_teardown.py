@@ -46,7 +46,7 @@ def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backe
 
 
 def test_flow_dry_run_then_event_style_teardown(
-    prefect_harness: None, settings: Settings, local: Backend, tiny_model: TinyModel
+    settings: Settings, local: Backend, tiny_model: TinyModel
 ) -> None:
     from prefect.client.orchestration import get_client
 

@@ -26,7 +26,6 @@ from tests.prefect_ops.helpers import (
     wait_until,
 )
 
-pytest_plugins = ["tests.prefect_ops.fixtures"]
 
 pytestmark = pytest.mark.e2e
 

@@ -162,7 +162,7 @@ def test_parity_refuses_misaligned_inputs(tiny: TinyModel, batch_scores: np.ndar
 
 
 @pytest.mark.e2e
-def test_tasks_in_a_flow_write_report_and_artifacts(prefect_harness, settings, tiny: TinyModel, tmp_path: Path):
+def test_tasks_in_a_flow_write_report_and_artifacts(settings, tiny: TinyModel, tmp_path: Path):
     import pandas as pd
     from prefect import flow
     from prefect.client.orchestration import get_client

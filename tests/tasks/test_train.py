@@ -115,17 +115,11 @@ def test_report_embeds_the_png_plot() -> None:
     }
 
 
-@pytest.fixture(scope="module")
-def prefect_harness() -> Iterator[None]:
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.mark.e2e
 def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
-    prefect_harness: None, settings: Settings, store: LocalArtifactStore, tmp_path: Path
+    settings: Settings, store: LocalArtifactStore, tmp_path: Path
 ) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
