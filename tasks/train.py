@@ -24,7 +24,7 @@ from backends.base import ArtifactStore, Trainer, TrainingResult, TrainingSpec
 from sentiflow.config import Settings
 from sentiflow.errors import ConfigError
 from sentiflow.io import read_json, sha256_file
-from tasks.policies import NO_RETRIES
+from tasks.policies import STAGE_OPTIONS, TRAINING_RETRIES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Besides the inference code shipped in code/, what decides what training produces.
@@ -194,7 +194,7 @@ def epoch_table(history: list[dict[str, float]]) -> list[dict[str, float]]:
     ]
 
 
-@task(name="train-model", **NO_RETRIES)
+@task(name="train-model", **STAGE_OPTIONS, **TRAINING_RETRIES)
 def train_model(
     settings: Settings, channel_uris: dict[str, str], hyperparameters: dict[str, Any] | None = None
 ) -> TrainingResult:

@@ -19,7 +19,7 @@ from tasks.data.channels import ChannelSet, prepare_channels
 from tasks.data.download import DownloadedArchive, download_archive
 from tasks.data.extract import load_archive
 from tasks.data.upload import UploadedChannels, upload_channels
-from tasks.policies import LOCAL_RETRIES, NETWORK_RETRIES, STAGE_CACHE_POLICY
+from tasks.policies import LOCAL_RETRIES, NETWORK_RETRIES, NO_RETRIES, STAGE_CACHE_POLICY, STAGE_OPTIONS
 
 
 def dataset_path(settings: Settings, archive_sha256: str) -> Path:
@@ -44,7 +44,7 @@ def download_task(settings: Settings, source: str | None, sha256: str | None) ->
     return result
 
 
-@task(name="load-dataset", cache_policy=STAGE_CACHE_POLICY, persist_result=True, **LOCAL_RETRIES)
+@task(name="load-dataset", **STAGE_OPTIONS, **LOCAL_RETRIES)
 def load_task(settings: Settings, archive: DownloadedArchive) -> str:
     """Read the aclImdb layout from the archive into ``reviews.parquet`` (cached by the archive's hash)."""
     logger = get_run_logger()
@@ -61,7 +61,7 @@ def load_task(settings: Settings, archive: DownloadedArchive) -> str:
 
 # Keyed on the dataset and settings, not on where this run writes its report: a cache hit returns the earlier
 # report's location.
-@task(name="validate-dataset", cache_policy=STAGE_CACHE_POLICY - "report_dir", persist_result=True, retries=0)
+@task(name="validate-dataset", cache_policy=STAGE_CACHE_POLICY - "report_dir", persist_result=True, **NO_RETRIES)
 def validate_task(settings: Settings, dataset: str, report_dir: str) -> dict:
     """Run the Great Expectations suite; stop the flow with every failed expectation named."""
     import pandas as pd
@@ -77,7 +77,7 @@ def validate_task(settings: Settings, dataset: str, report_dir: str) -> dict:
     return {"checks": len(report.results), "report_dir": report_dir}
 
 
-@task(name="prepare-channels", cache_policy=STAGE_CACHE_POLICY, persist_result=True, **LOCAL_RETRIES)
+@task(name="prepare-channels", **STAGE_OPTIONS, **LOCAL_RETRIES)
 def prepare_task(
     settings: Settings, dataset: str, archive_sha256: str, max_reviews_per_class: int | None
 ) -> ChannelSet:
@@ -105,7 +105,7 @@ def prepare_task(
     return channels
 
 
-@task(name="upload-channels", cache_policy=STAGE_CACHE_POLICY, persist_result=True, **NETWORK_RETRIES)
+@task(name="upload-channels", **STAGE_OPTIONS, **NETWORK_RETRIES)
 def upload_task(settings: Settings, channels: ChannelSet) -> UploadedChannels:
     """Put the channel files into the backend's artifact store (unchanged files are skipped)."""
     result = upload_channels(Path(channels.root), channels.key, get_store(settings))

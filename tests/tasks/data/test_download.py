@@ -77,3 +77,14 @@ def test_http_hash_mismatch_leaves_nothing(settings, synthetic_archive, http_roo
     with pytest.raises(DataError, match="hash"):
         download_archive(settings, f"{base}/imdb.tar.gz", _sha256(synthetic_archive))
     assert not any(p.is_file() and p.name.startswith("imdb") for p in settings.cache_dir.rglob("*"))
+
+
+def test_s3_source_through_the_moto_server(settings, synthetic_archive, aws_env) -> None:
+    import boto3
+
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="imdb-mirror")
+    s3.upload_file(str(synthetic_archive), "imdb-mirror", "data/aclImdb.tar.gz")
+    result = download_archive(settings, "s3://imdb-mirror/data/aclImdb.tar.gz", _sha256(synthetic_archive))
+    assert not result.cached and Path(result.path).read_bytes() == synthetic_archive.read_bytes()
+    assert download_archive(settings, "s3://imdb-mirror/data/aclImdb.tar.gz", _sha256(synthetic_archive)).cached
