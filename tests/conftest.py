@@ -64,9 +64,12 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (never a downloaded browser); skips when it is absent."""
+    """Debian's Chromium driven by Playwright (never a downloaded browser); skips when it is absent.
+
+    Per test: Playwright's sync API keeps an asyncio loop running on this thread while it is open, which would make
+    Prefect's sync calls in later tests return coroutines."""
     if not CHROMIUM.is_file():
         pytest.skip(f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install .[dev])")

@@ -26,6 +26,7 @@ from backends.base import ApiInfo, EndpointInfo, LogLine
 from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
 from sentiflow.io import read_json
+from sentiflow.processes import pid_alive
 from serve.gateway import (
     NO_TARGET,
     ApiTarget,
@@ -51,23 +52,9 @@ def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) and payload.get("status") == "ok" else None
 
 
-def _pid_alive(pid: int) -> bool:
-    with contextlib.suppress(ChildProcessError):
-        reaped, _ = os.waitpid(pid, os.WNOHANG)  # reap our own exited child (else it lingers as a zombie)
-        if reaped == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _is_gateway_process(pid: int) -> bool:
     """True when ``pid`` is alive and runs ``sentiflow api`` (guards against a recycled pid)."""
-    if pid <= 0 or not _pid_alive(pid):
+    if pid <= 0 or not pid_alive(pid):
         return False
     try:
         argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -217,10 +204,10 @@ class LocalApiGateway:
     def _wait_gone(pid: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if not _pid_alive(pid):
+            if not pid_alive(pid):
                 return True
             time.sleep(0.05)
-        return not _pid_alive(pid)
+        return not pid_alive(pid)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

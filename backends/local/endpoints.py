@@ -44,6 +44,7 @@ from sentiflow.registry import EndpointRecord, Registry, parse_time, utc_now
 if TYPE_CHECKING:
     from backends.base import ArtifactStore
     from sentiflow.config import Settings
+from sentiflow.processes import pid_alive
 
 BACKEND = "local"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -72,19 +73,6 @@ def log_tail(path: Path, lines: int = 30, max_chars: int = 4000) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])[-max_chars:]
-
-
-def process_alive(pid: int | None, started_at: float | None = None) -> bool:
-    """True if ``pid`` runs (not a zombie) and, when ``started_at`` is given, is the process started then."""
-    if not pid:
-        return False
-    try:
-        proc = psutil.Process(pid)
-        if proc.status() == psutil.STATUS_ZOMBIE:
-            return False
-        return started_at is None or abs(proc.create_time() - started_at) < 1.0
-    except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return False
 
 
 def process_rss(pid: int | None) -> int:
@@ -187,7 +175,7 @@ class LocalEndpointManager:
     @staticmethod
     def _signal(pid: int, started_at: float | None, sig: signal.Signals) -> None:
         """Send ``sig`` to the server's process group (it leads its own session), or to the pid alone."""
-        if not process_alive(pid, started_at):
+        if not pid_alive(pid, started_at):
             return
         try:
             os.killpg(pid, sig)
@@ -197,18 +185,18 @@ class LocalEndpointManager:
 
     def _stop(self, pid: int | None, started_at: float | None, drain_timeout_s: float) -> bool:
         """SIGTERM, wait up to ``drain_timeout_s`` for exit, then SIGKILL; True if it stopped gracefully."""
-        if not process_alive(pid, started_at):
+        if not pid_alive(pid, started_at):
             return True
         assert pid is not None
         self._signal(pid, started_at, signal.SIGTERM)
         deadline = time.monotonic() + drain_timeout_s
         while time.monotonic() < deadline:
-            if not process_alive(pid, started_at):
+            if not pid_alive(pid, started_at):
                 return True
             time.sleep(0.1)
         self._signal(pid, started_at, signal.SIGKILL)
         deadline = time.monotonic() + 10
-        while process_alive(pid, started_at) and time.monotonic() < deadline:
+        while pid_alive(pid, started_at) and time.monotonic() < deadline:
             time.sleep(0.05)
         return False
 
@@ -224,9 +212,7 @@ class LocalEndpointManager:
 
     def _refresh(self, record: EndpointRecord) -> EndpointRecord:
         """Turn an InService/Creating endpoint whose process died into Failed."""
-        if record.status in ("InService", "Creating", "Deleting") and not process_alive(
-            record.pid, record.pid_started_at
-        ):
+        if record.status in ("InService", "Creating", "Deleting") and not pid_alive(record.pid, record.pid_started_at):
             if record.status == "Creating" and record.pid is None:
                 return record  # still being launched
             return self.registry.update_endpoint(record.name, status="Failed")
@@ -275,7 +261,7 @@ class LocalEndpointManager:
         deadline = time.monotonic() + self.start_timeout_s
         url: str | None = None
         while True:
-            if not process_alive(pid, started_at):
+            if not pid_alive(pid, started_at):
                 raise SentiflowError(
                     f"endpoint {name} exited while starting; last lines of {log_file}:\n{log_tail(log_file)}"
                 )
@@ -373,7 +359,7 @@ class LocalEndpointManager:
                 reason = "idle"
             else:
                 continue
-            alive = process_alive(record.pid, record.pid_started_at)
+            alive = pid_alive(record.pid, record.pid_started_at)
             rss = process_rss(record.pid) if alive else 0
             saved = f"1 process (pid {record.pid}), {_format_bytes(rss)} RSS" if alive else "no process (already dead)"
             info = record.to_info(log=str(self.log_path(record.name)), rss_bytes=rss, processes=1 if alive else 0)

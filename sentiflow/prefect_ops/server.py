@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
+from sentiflow import processes
 from sentiflow.config import Settings
 from sentiflow.errors import ConfigError, SentiflowError
-from sentiflow.prefect_ops import _process
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200
@@ -105,7 +105,7 @@ def wait_healthy(api_url: str, timeout: float, pid: int | None = None, log_path:
     while time.monotonic() < deadline:
         if is_healthy(api_url):
             return
-        if pid is not None and not _process.pid_alive(pid):
+        if pid is not None and not processes.pid_alive(pid):
             raise SentiflowError(
                 f"the Prefect server exited before it became healthy at {api_url}; see {log_path} "
                 "(is the port taken, or PREFECT_API_DATABASE_CONNECTION_URL wrong?)"
@@ -118,14 +118,14 @@ def wait_healthy(api_url: str, timeout: float, pid: int | None = None, log_path:
 
 def read_server(settings: Settings) -> ServerInfo | None:
     """The managed server recorded under ``SENTIFLOW_HOME`` if its process is still alive."""
-    payload = _process.read_state(state_file(settings))
+    payload = processes.read_state(state_file(settings))
     if not payload:
         return None
     try:
         info = ServerInfo(**payload)
     except TypeError:
         return None
-    return info if _process.pid_alive(info.pid) else None
+    return info if processes.pid_alive(info.pid) else None
 
 
 def resolve_api_url(settings: Settings) -> str:
@@ -184,7 +184,7 @@ def start_server(
     command = [prefect_executable(), "server", "start", "--host", host, "--port", str(port)]
     if not ui:
         command.append("--no-ui")
-    pid = _process.spawn(command, env, log_path, cwd=home)
+    pid = processes.spawn(command, env, log_path, cwd=home)
     info = ServerInfo(
         pid=pid,
         host=host,
@@ -194,11 +194,11 @@ def start_server(
         prefect_home=str(home),
         log_path=str(log_path),
     )
-    _process.write_state(state_file(settings), asdict(info))
+    processes.write_state(state_file(settings), asdict(info))
     try:
         wait_healthy(api_url, timeout, pid, log_path)
     except SentiflowError:
-        _process.stop(pid, signal.SIGTERM, 10)
+        processes.stop(pid, signal.SIGTERM, 10)
         state_file(settings).unlink(missing_ok=True)
         raise
     return info
@@ -206,12 +206,12 @@ def start_server(
 
 def stop_server(settings: Settings, timeout: float = 30.0) -> ServerInfo | None:
     """Stop the managed server (SIGTERM, then SIGKILL of its group after ``timeout``); None if none ran."""
-    payload = _process.read_state(state_file(settings)) or {}
+    payload = processes.read_state(state_file(settings)) or {}
     try:
         info: ServerInfo | None = ServerInfo(**payload) if payload else None
     except TypeError:
         info = None
     if info is not None:
-        _process.stop(info.pid, signal.SIGTERM, timeout)
+        processes.stop(info.pid, signal.SIGTERM, timeout)
     state_file(settings).unlink(missing_ok=True)
     return info

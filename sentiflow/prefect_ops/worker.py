@@ -16,9 +16,10 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sentiflow import processes
 from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
-from sentiflow.prefect_ops import WORK_POOL, _process
+from sentiflow.prefect_ops import WORK_POOL
 from sentiflow.prefect_ops.server import client_env, prefect_executable, prefect_home, resolve_api_url
 
 
@@ -40,14 +41,14 @@ def state_file(settings: Settings) -> Path:
 
 def read_worker(settings: Settings) -> WorkerInfo | None:
     """The managed worker for this ``SENTIFLOW_HOME`` if its process is alive."""
-    payload = _process.read_state(state_file(settings))
+    payload = processes.read_state(state_file(settings))
     if not payload:
         return None
     try:
         info = WorkerInfo(**payload)
     except TypeError:
         return None
-    return info if _process.pid_alive(info.pid) else None
+    return info if processes.pid_alive(info.pid) else None
 
 
 def start_worker(
@@ -74,12 +75,12 @@ def start_worker(
     if limit is not None:
         command += ["--limit", str(limit)]
     env = {**os.environ, **(extra_env or {}), **client_env(settings, api_url)}
-    pid = _process.spawn(command, env, log_path, cwd=prefect_home(settings))
+    pid = processes.spawn(command, env, log_path, cwd=prefect_home(settings))
     info = WorkerInfo(pid=pid, name=name, pool=pool, api_url=api_url, log_path=str(log_path))
-    _process.write_state(state_file(settings), asdict(info))
+    processes.write_state(state_file(settings), asdict(info))
     deadline = time.monotonic() + startup_seconds
     while time.monotonic() < deadline:
-        if not _process.pid_alive(pid):
+        if not processes.pid_alive(pid):
             state_file(settings).unlink(missing_ok=True)
             raise SentiflowError(f"the Prefect worker for pool {pool!r} exited at start; see {log_path}")
         time.sleep(0.25)
@@ -88,12 +89,12 @@ def start_worker(
 
 def stop_worker(settings: Settings, timeout: float = 30.0) -> WorkerInfo | None:
     """Stop the managed worker gracefully (SIGINT), killing its process group after ``timeout``."""
-    payload = _process.read_state(state_file(settings)) or {}
+    payload = processes.read_state(state_file(settings)) or {}
     try:
         info: WorkerInfo | None = WorkerInfo(**payload) if payload else None
     except TypeError:
         info = None
     if info is not None:
-        _process.stop(info.pid, signal.SIGINT, timeout)
+        processes.stop(info.pid, signal.SIGINT, timeout)
     state_file(settings).unlink(missing_ok=True)
     return info

@@ -16,10 +16,11 @@ import psutil
 import pytest
 
 from backends.base import EndpointManager
-from backends.local.endpoints import LocalEndpointManager, log_tail, process_alive
+from backends.local.endpoints import LocalEndpointManager, log_tail
 from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
+from sentiflow.processes import pid_alive
 from sentiflow.registry import Registry
 from tests.serve.tiny_model import TinyModel, build_tiny_model
 
@@ -93,7 +94,7 @@ def test_deploy_invoke_list_delete(manager: LocalEndpointManager, tiny_model: Ti
 
     manager.delete("ep-blue")
 
-    assert not process_alive(pid) and not port_open(port)
+    assert not pid_alive(pid) and not port_open(port)
     assert manager.list() == [] and manager.get("ep-blue") is None
     row = Registry.for_settings(manager.settings).get_endpoint("ep-blue", include_deleted=True)
     assert row.status == "Deleted" and row.deleted_at is not None
@@ -117,7 +118,7 @@ def test_a_server_that_cannot_start_is_reported_with_its_log_and_cleaned(
     assert "ep-broken exited while starting" in message and "server.log" in message
     assert "model.pth" in message  # the server's own complaint, from the log tail
     row = manager.registry.get_endpoint("ep-broken", include_deleted=True)
-    assert row.status == "Failed" and row.deleted_at is not None and not process_alive(row.pid)
+    assert row.status == "Failed" and row.deleted_at is not None and not pid_alive(row.pid)
     assert manager.list() == []
 
 
@@ -141,7 +142,7 @@ def test_a_dead_server_turns_failed_and_teardown_candidates(
 
     os.killpg(info.extra["pid"], signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while process_alive(info.extra["pid"]) and time.monotonic() < deadline:
+    while pid_alive(info.extra["pid"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert manager.get("ep-green").status == "Failed"
     manager.delete("ep-green")  # a dead endpoint is deleted without fuss

@@ -26,7 +26,6 @@ from tests.prefect_ops.helpers import (
     wait_until,
 )
 
-
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(

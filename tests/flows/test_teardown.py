@@ -11,9 +11,10 @@ import pytest
 
 from backends.base import Backend
 from backends.local.api import LocalApiGateway
-from backends.local.endpoints import LocalEndpointManager, process_alive
+from backends.local.endpoints import LocalEndpointManager
 from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
+from sentiflow.processes import pid_alive
 from tasks.deploy import blue_green_deploy, resource_id
 from tests.serve.tiny_model import TinyModel, build_tiny_model
 
@@ -45,9 +46,7 @@ def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backe
         endpoints.delete(info.name, drain_timeout_s=2)
 
 
-def test_flow_dry_run_then_event_style_teardown(
-    settings: Settings, local: Backend, tiny_model: TinyModel
-) -> None:
+def test_flow_dry_run_then_event_style_teardown(settings: Settings, local: Backend, tiny_model: TinyModel) -> None:
     from prefect.client.orchestration import get_client
 
     from flows.teardown import teardown_idle_endpoints
@@ -57,14 +56,14 @@ def test_flow_dry_run_then_event_style_teardown(
 
     dry = teardown_idle_endpoints(idle_minutes=0, dry_run=True)
     assert dry["dry_run"] and [item["name"] for item in dry["items"]] == [name] and dry["deleted"] == []
-    assert process_alive(pid)
+    assert pid_alive(pid)
 
     kept = teardown_idle_endpoints(idle_minutes=600)
-    assert kept["items"] == [] and process_alive(pid)
+    assert kept["items"] == [] and pid_alive(pid)
 
     report = teardown_idle_endpoints(idle_minutes=0, endpoint=resource_id(name))
     assert report["deleted"] == [name] and report["api_cleared"] and report["endpoint_filter"] == name
-    assert not process_alive(pid)
+    assert not pid_alive(pid)
     response = httpx.post(f"{promotion.api.url}/predict", json={"review": "fine"}, timeout=30)
     assert response.status_code == 503
 

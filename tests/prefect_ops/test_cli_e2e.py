@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sentiflow import processes
 from sentiflow.config import Settings
-from sentiflow.prefect_ops import _process
 from sentiflow.prefect_ops.server import read_server
 from sentiflow.prefect_ops.worker import read_worker
 from tests.prefect_ops.helpers import free_port
@@ -56,8 +56,8 @@ def test_server_worker_status_down_lifecycle(tmp_path: Path) -> None:
         server_pid = json.loads((home / "prefect" / "sentiflow-server.json").read_text())["pid"]
         down = _sentiflow(home, "down")
         assert down.returncode == 0, down.stderr
-        assert not _process.pid_alive(worker_info.pid)
-        assert not _process.pid_alive(server_pid)
+        assert not processes.pid_alive(worker_info.pid)
+        assert not processes.pid_alive(server_pid)
         assert "worker stopped" in down.stdout and "server stopped" in down.stdout
         assert "Worker" in (home / "prefect" / "worker.log").read_text()  # it ran and logged
         # exit code 1 is asserted in test_units (CliRunner); the console entry point drops click's return code

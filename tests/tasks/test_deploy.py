@@ -13,10 +13,11 @@ import pytest
 
 from backends.base import Backend
 from backends.local.api import LocalApiGateway
-from backends.local.endpoints import LocalEndpointManager, process_alive
+from backends.local.endpoints import LocalEndpointManager
 from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
+from sentiflow.processes import pid_alive
 from sentiflow.registry import Registry
 from tasks.deploy import (
     blue_green_deploy,
@@ -151,7 +152,7 @@ def test_blue_green_under_load_then_rollback(settings: Settings, local: Backend,
     versions = [version for _, version in traffic.answers]
     assert "1" in versions and versions[-1] == "2"
     assert green.version == 2 and green.replaced == (blue.endpoint.name,) and green.api.url == api_url
-    assert not process_alive(blue_pid)
+    assert not pid_alive(blue_pid)
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{blue_url}/ping", timeout=2)
     assert [e.name for e in local.endpoints.list()] == [green.endpoint.name]

@@ -16,9 +16,10 @@ import pytest
 
 from backends.base import Backend, EndpointInfo, TeardownDecision
 from backends.local.api import LocalApiGateway
-from backends.local.endpoints import LocalEndpointManager, process_alive
+from backends.local.endpoints import LocalEndpointManager
 from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
+from sentiflow.processes import pid_alive
 from tasks.deploy import blue_green_deploy, resource_id
 from tasks.teardown import TeardownReport, run_teardown, teardown
 from tests.serve.tiny_model import TinyModel, build_tiny_model
@@ -123,22 +124,22 @@ def test_idle_endpoint_is_deleted_and_the_api_answers_503(
     assert predict(api_url)[0] == 200
 
     busy = run_teardown(settings, print, idle_minutes=60, backend=local)  # just invoked: not idle
-    assert busy.items == [] and process_alive(endpoint.extra["pid"])
+    assert busy.items == [] and pid_alive(endpoint.extra["pid"])
 
     dry = run_teardown(settings, print, idle_minutes=0, dry_run=True, backend=local)
     assert [item.name for item in dry.items] == [endpoint.name] and dry.deleted == []
-    assert process_alive(endpoint.extra["pid"]) and port_open(endpoint.url)
+    assert pid_alive(endpoint.extra["pid"]) and port_open(endpoint.url)
     assert predict(api_url)[0] == 200
 
     other = run_teardown(settings, print, idle_minutes=0, endpoint="sentiflow.endpoint.someone-else", backend=local)
-    assert other.items == [] and process_alive(endpoint.extra["pid"])
+    assert other.items == [] and pid_alive(endpoint.extra["pid"])
 
     report = run_teardown(settings, print, idle_minutes=0, endpoint=resource_id(endpoint.name), backend=local)
 
     assert report.deleted == [endpoint.name] and report.api_cleared
     assert report.items[0].processes == 1 and report.items[0].rss_bytes > 0
     assert "MiB RSS" in report.savings() and "503" in report.summary()
-    assert not process_alive(endpoint.extra["pid"]) and not port_open(endpoint.url)
+    assert not pid_alive(endpoint.extra["pid"]) and not port_open(endpoint.url)
     assert local.endpoints.list() == []
     status, body = predict(api_url)
     assert status == 503 and body["error"] == "no model is deployed"
@@ -168,12 +169,12 @@ def test_cli_list_dry_run_and_teardown(settings: Settings, local: Backend, tiny_
 
     dry = cli("teardown", "--idle-minutes", "0", "--dry-run")
     assert dry.returncode == 0, dry.stderr
-    assert "would delete" in dry.stdout and process_alive(promotion.endpoint.extra["pid"])
+    assert "would delete" in dry.stdout and pid_alive(promotion.endpoint.extra["pid"])
 
     done = cli("teardown", "--idle-minutes", "0")
     assert done.returncode == 0, done.stderr
     assert f"deleted {promotion.endpoint.name}" in done.stdout and "503" in done.stdout
-    assert not process_alive(promotion.endpoint.extra["pid"])
+    assert not pid_alive(promotion.endpoint.extra["pid"])
 
     missing = cli("endpoints", "delete", promotion.endpoint.name)
     assert missing.returncode == 2 and "no endpoint named" in missing.stderr

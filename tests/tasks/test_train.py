@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -113,8 +112,6 @@ def test_report_embeds_the_png_plot() -> None:
         "val_accuracy": 0.8,
         "epoch_s": 2.9,
     }
-
-
 
 
 @pytest.mark.e2e

@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from sentiflow.io import atomic_write_json, read_json
 
 
@@ -40,8 +42,9 @@ def spawn(command: Sequence[str], env: Mapping[str, str], log_path: Path, cwd: P
     return process.pid
 
 
-def pid_alive(pid: int | None) -> bool:
-    """True when ``pid`` names a running process that is not a zombie."""
+def pid_alive(pid: int | None, started_at: float | None = None) -> bool:
+    """True when ``pid`` runs and is not a zombie — and, given ``started_at`` (its creation time, as psutil reports
+    it), is still the process started then rather than a later one that reused the pid."""
     if not pid or pid <= 0:
         return False
     # Reap it if it is our own exited child, so it does not linger as a zombie.
@@ -50,16 +53,14 @@ def pid_alive(pid: int | None) -> bool:
         if done == pid:
             return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return False
+        return started_at is None or abs(process.create_time() - started_at) < 1.0
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    try:
-        status = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return status != "Z"
 
 
 def wait_exit(pid: int, timeout: float) -> bool:
