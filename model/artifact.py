@@ -186,6 +186,8 @@ def write_inference_code(model_dir: Path | str, root: Path = PROJECT_ROOT) -> Pa
 
 @contextmanager
 def _atomic_target(target: Path) -> Iterator[Path]:
+    """A temp file beside ``target``, renamed onto it on success (the same as ``sentiflow.io.atomic_path``; this
+    module ships inside ``model.tar.gz``, where only the standard library, numpy, torch and ``model`` exist)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)

@@ -39,12 +39,12 @@ import psutil
 
 from backends.base import EndpointInfo, LogLine, TeardownDecision
 from sentiflow.errors import SentiflowError
+from sentiflow.processes import pid_alive
 from sentiflow.registry import EndpointRecord, Registry, parse_time, utc_now
 
 if TYPE_CHECKING:
     from backends.base import ArtifactStore
     from sentiflow.config import Settings
-from sentiflow.processes import pid_alive
 
 BACKEND = "local"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
