@@ -160,3 +160,15 @@ def prefect_worker(prefect_server: PrefectStack, prefect_deployed: list[str], sy
         yield info.pid
     finally:
         stop_worker(prefect_server.settings)
+        _stop_what_runs_left(prefect_server.settings)
+
+
+def _stop_what_runs_left(settings: Settings) -> None:
+    """The worker's pipeline runs deploy endpoints and start the API gateway under this home: stop them."""
+    from backends.local.api import LocalApiGateway
+    from backends.local.endpoints import LocalEndpointManager
+
+    endpoints = LocalEndpointManager(settings)
+    for endpoint in endpoints.list():
+        endpoints.delete(endpoint.name, drain_timeout_s=2)
+    LocalApiGateway(settings).stop()
