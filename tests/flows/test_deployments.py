@@ -106,6 +106,45 @@ def test_failed_run_notifies_then_ui_retry_skips_completed_stages(
     assert any(t.name.startswith("download") and t.state.name == "Completed" for t in second_attempt)
 
 
+def test_retry_after_a_late_failure_skips_the_stages_that_completed(
+    prefect_worker: int, prefect_server: PrefectStack, synthetic_archive: Path
+) -> None:
+    """The artifact store cannot take the channels (a file stands where their folder goes), so the run fails at
+    upload after four stages completed; once the file is gone, a retry from the UI reuses those four."""
+    from sentiflow.config import Settings
+    from sentiflow.io import sha256_file
+    from tasks.data.channels import channel_key
+    from tests.prefect_ops.fixtures import small_pipeline_env
+
+    per_class = 90  # channels no other run of the session has uploaded
+    env = small_pipeline_env(synthetic_archive)
+    worker_settings = Settings(
+        home=prefect_server.settings.home,
+        vocab_size=int(env["SENTIFLOW_VOCAB_SIZE"]),
+        max_len=int(env["SENTIFLOW_MAX_LEN"]),
+    )
+    key = channel_key(sha256_file(synthetic_archive), worker_settings, per_class)
+    blocker = worker_settings.store_dir / "channels" / key
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder: the upload stage cannot write below this path")
+
+    run_id = run_deployment_now(TRAIN, {"max_reviews_per_class": per_class, "teardown_after": True})
+    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "FAILED"
+    first_attempt = {t.id: t for t in task_runs_of(run_id)}
+    completed = {t.name.rsplit("-", 1)[0] for t in first_attempt.values() if t.state.type.value == "COMPLETED"}
+    assert completed >= {"download", "load-dataset", "validate-dataset", "prepare-channels"}
+
+    blocker.unlink()  # the fix
+    retry_like_the_ui(run_id)
+    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    second = {t.name.rsplit("-", 1)[0]: t.state.name for t in task_runs_of(run_id) if t.id not in first_attempt}
+    for stage in ("download", "load-dataset", "validate-dataset", "prepare-channels"):
+        assert second.get(stage) == "Cached", (stage, second)
+    assert second.get("upload-channels") == "Completed", second
+
+
 def test_ui_run_button_starts_train_and_deploy_to_completion(prefect_worker: int, prefect_server: PrefectStack) -> None:
     deployment = _deployment(TRAIN)
     run_id = quick_run_from_ui(prefect_server.ui_url, deployment.id, deployment.name)
