@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 from sentiflow.config import Settings
+from sentiflow.errors import SentiflowError
 
 
 def configure_environment(settings: Settings) -> None:
@@ -39,3 +40,33 @@ def configure_flow_run(settings: Settings) -> None:
     from sentiflow.prefect_ops.storage import ensure_result_storage
 
     ensure_result_storage(settings)
+    quiet_user_error_tracebacks()
+
+
+def quiet_user_error_tracebacks() -> None:
+    """On the console, a :class:`SentiflowError` in Prefect's logs shows as its one-line message, not a traceback:
+    it names the input and the fix already. The run's logs in the Prefect UI keep the full record.
+
+    Prefect builds its console formatter with a ``()`` factory that ``PREFECT_LOGGING_*`` variables cannot replace,
+    and rebuilds its handlers when a flow starts, so the formatter class itself is wrapped (in this process only).
+    """
+    import logging
+
+    from prefect.logging.formatters import PrefectFormatter
+
+    original = PrefectFormatter.format
+    if getattr(original, "sentiflow_quiet", False):
+        return
+
+    def format_record(self: PrefectFormatter, record: logging.LogRecord) -> str:
+        if not (record.exc_info and isinstance(record.exc_info[1], SentiflowError)):
+            return original(self, record)
+        saved = record.exc_info, record.exc_text  # the API handler formatted (and cached) the traceback already
+        record.exc_info, record.exc_text = None, None
+        try:
+            return original(self, record)
+        finally:
+            record.exc_info, record.exc_text = saved
+
+    format_record.sentiflow_quiet = True  # type: ignore[attr-defined]
+    PrefectFormatter.format = format_record  # type: ignore[method-assign]

@@ -1,0 +1,43 @@
+"""The command line as a user meets it: help, exit codes, and one-line errors without tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def sentiflow(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "SENTIFLOW_HOME": str(home)}
+    command = [sys.executable, "-c", "from sentiflow.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)  # noqa: S603
+
+
+def test_help_lists_every_command(tmp_path: Path) -> None:
+    result = sentiflow("--help", home=tmp_path)
+    assert result.returncode == 0
+    for command in ("run", "data", "train", "serve", "api", "endpoints", "rollback", "teardown", "prefect"):
+        assert command in result.stdout
+
+
+@pytest.mark.e2e
+def test_a_bad_source_fails_the_flow_with_one_line_and_no_traceback(tmp_path: Path, prefect_api: str) -> None:
+    result = sentiflow("data", "prepare", "--source", str(tmp_path / "missing.tar.gz"), home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert f"error: data source '{tmp_path / 'missing.tar.gz'}' does not exist; pass --source" in result.stderr
+    assert "Traceback" not in output
+
+
+def test_failed_validation_exits_1_and_a_missing_folder_exits_2(tmp_path: Path) -> None:
+    from tests.synthetic import write_aclimdb
+
+    write_aclimdb(tmp_path / "data", per_class=5)
+    failed = sentiflow("data", "validate", str(tmp_path / "data"), home=tmp_path)
+    assert failed.returncode == 1 and "rows per split (train)" in failed.stdout
+    missing = sentiflow("data", "validate", str(tmp_path / "nowhere"), home=tmp_path)
+    assert missing.returncode == 2 and "is not an aclImdb folder" in missing.stderr
+    assert "Traceback" not in missing.stderr
