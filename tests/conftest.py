@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from sentiflow.config import Settings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.synthetic import write_archive
 
 # The moto server and the aws "world" (tests/aws_fixtures.py), and the real Prefect server, worker and notification
@@ -51,19 +52,6 @@ def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_archive(tmp_path_factory.mktemp("synthetic"), per_class=100)
 
 
-CHROMIUM = Path(os.environ.get("SENTIFLOW_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Debian's Chromium driven by Playwright (never a downloaded browser); skips when it is absent.
@@ -85,3 +73,36 @@ def prefect_api(prefect_server) -> str:  # noqa: ANN001 - PrefectStack from test
     (``SENTIFLOW_TEST_PREFECT_API_URL``), else one started here. One per process, because Prefect's event and
     log workers bind to the first API they talk to."""
     return prefect_server.api_url
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real model trained once per session on synthetic reviews (tests/serve/tiny_model.py)."""
+    from tests.serve.tiny_model import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_model: Any) -> Any:
+    """Short name of ``tiny_model`` (the serving and evaluation tests use it)."""
+    return tiny_model
+
+
+@pytest.fixture
+def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """The local backend's endpoint manager and API gateway (on a free port), stopped afterwards; it never trains."""
+    from backends.base import Backend
+    from backends.local.api import LocalApiGateway
+    from backends.local.endpoints import LocalEndpointManager
+    from backends.local.storage import LocalArtifactStore
+
+    monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
+    settings = settings.with_overrides(api_port=0)
+    store = LocalArtifactStore(settings.store_dir)
+    endpoints = LocalEndpointManager(settings, store, drain_timeout_s=15)
+    api = LocalApiGateway(settings)
+    yield Backend("local", store, None, None, endpoints, api)  # type: ignore[arg-type]
+    api.stop()
+    for info in endpoints.list():
+        endpoints.delete(info.name, drain_timeout_s=2)

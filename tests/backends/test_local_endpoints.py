@@ -22,13 +22,7 @@ from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
 from sentiflow.processes import pid_alive
 from sentiflow.registry import Registry
-from tests.serve.tiny_model import TinyModel, build_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    """The session's tiny trained model (shared with the serving tests' ``tiny`` fixture)."""
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+from tests.serve.tiny_model import TinyModel
 
 
 @pytest.fixture

@@ -13,12 +13,7 @@ from backends.local.transform import LocalBatchTransformer
 from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
 from serve.inference import label_for, parse_csv_output
-from tests.serve.tiny_model import TinyModel, build_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+from tests.serve.tiny_model import TinyModel
 
 
 def _csv(rows: np.ndarray) -> str:

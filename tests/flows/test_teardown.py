@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from backends.base import Backend
-from backends.local.api import LocalApiGateway
-from backends.local.endpoints import LocalEndpointManager
-from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
 from sentiflow.processes import pid_alive
 from tasks.deploy import blue_green_deploy, resource_id
-from tests.serve.tiny_model import TinyModel, build_tiny_model
+from tests.serve.tiny_model import TinyModel
 
 pytestmark = [
     pytest.mark.e2e,
@@ -25,25 +21,6 @@ pytestmark = [
         reason="the flow calls get_backend, which needs backends/local/training.py (lead)",
     ),
 ]
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
-
-
-@pytest.fixture
-def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
-    settings = settings.with_overrides(api_port=0)
-    store = LocalArtifactStore(settings.store_dir)
-    endpoints = LocalEndpointManager(settings, store, drain_timeout_s=15)
-    api = LocalApiGateway(settings)
-    backend = Backend("local", store, None, None, endpoints, api)  # type: ignore[arg-type] - no training here
-    yield backend
-    api.stop()
-    for info in endpoints.list():
-        endpoints.delete(info.name, drain_timeout_s=2)
 
 
 def test_flow_dry_run_then_event_style_teardown(settings: Settings, local: Backend, tiny_model: TinyModel) -> None:

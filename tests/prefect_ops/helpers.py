@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from sentiflow.config import Settings
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 T = TypeVar("T")
 
@@ -145,19 +146,6 @@ def retry_like_the_ui(flow_run_id: UUID) -> None:
 
     with get_client(sync_client=True) as client:
         client.set_flow_run_state(flow_run_id, AwaitingRetry(), force=True)
-
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def flow_run_ids_of(deployment_id: UUID) -> set[UUID]:

@@ -6,12 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.serve.tiny_model import TinyModel, build_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+from tests.serve.tiny_model import TinyModel
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +11,6 @@ import httpx
 import pytest
 
 from backends.base import Backend
-from backends.local.api import LocalApiGateway
-from backends.local.endpoints import LocalEndpointManager
-from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
 from sentiflow.errors import SentiflowError
 from sentiflow.processes import pid_alive
@@ -27,34 +23,7 @@ from tasks.deploy import (
     resource_id,
     rollback,
 )
-from tests.serve.tiny_model import TinyModel, build_tiny_model
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
-
-
-@pytest.fixture
-def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    """The local endpoint manager and API gateway (on a free port), cleaned up afterwards."""
-    monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
-    settings = settings.with_overrides(api_port=0)
-    store = LocalArtifactStore(settings.store_dir)
-    endpoints = LocalEndpointManager(settings, store, drain_timeout_s=15)
-    api = LocalApiGateway(settings)
-    backend = Backend(
-        name="local",
-        store=store,
-        trainer=None,  # type: ignore[arg-type] - the deploy stage never trains
-        transformer=None,  # type: ignore[arg-type]
-        endpoints=endpoints,
-        api=api,
-    )
-    yield backend
-    api.stop()
-    for info in endpoints.list():
-        endpoints.delete(info.name, drain_timeout_s=2)
+from tests.serve.tiny_model import TinyModel
 
 
 @pytest.fixture

@@ -14,12 +14,7 @@ from tasks.evaluate import EVALUATION_FILE, evaluate, load_transform_scores, rep
 from tasks.gate import gate
 from tasks.metrics import classification_metrics
 from tasks.parity import parity_check
-from tests.serve.tiny_model import TinyModel, build_tiny_model, shuffled_copy
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
+from tests.serve.tiny_model import TinyModel, shuffled_copy
 
 
 @pytest.fixture(scope="module")

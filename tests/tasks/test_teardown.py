@@ -8,49 +8,19 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from urllib.parse import urlparse
 
 import httpx
 import pytest
 
 from backends.base import Backend, EndpointInfo, TeardownDecision
-from backends.local.api import LocalApiGateway
-from backends.local.endpoints import LocalEndpointManager
-from backends.local.storage import LocalArtifactStore
 from sentiflow.config import Settings
 from sentiflow.processes import pid_alive
 from tasks.deploy import blue_green_deploy, resource_id
 from tasks.teardown import TeardownReport, run_teardown, teardown
-from tests.serve.tiny_model import TinyModel, build_tiny_model
+from tests.serve.tiny_model import TinyModel
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
-
-
-@pytest.fixture
-def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Backend]:
-    monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
-    settings = settings.with_overrides(api_port=0)
-    store = LocalArtifactStore(settings.store_dir)
-    endpoints = LocalEndpointManager(settings, store, drain_timeout_s=15)
-    api = LocalApiGateway(settings)
-    backend = Backend(
-        name="local",
-        store=store,
-        trainer=None,  # type: ignore[arg-type] - teardown never trains
-        transformer=None,  # type: ignore[arg-type]
-        endpoints=endpoints,
-        api=api,
-    )
-    yield backend
-    api.stop()
-    for info in endpoints.list():
-        endpoints.delete(info.name, drain_timeout_s=2)
 
 
 def port_open(url: str) -> bool:
