@@ -24,6 +24,10 @@ export SENTIFLOW_TEST_PREFECT_API_URL="$PREFECT_API_URL"
 
 cleanup() {
   status=$?
+  if [ "$status" -ne 0 ] && [ -f "$work/prefect-server.log" ]; then
+    echo "--- tests failed; the last lines of the Prefect server's log ($PREFECT_API_URL):" >&2
+    tail -40 "$work/prefect-server.log" >&2
+  fi
   prefect server stop >/dev/null 2>&1 || true
   rm -rf "$work"
   exit $status
