@@ -153,6 +153,12 @@ def _pinned(package: str, fallback: str) -> str:
         return f"{package}>={fallback}"
 
 
+def requirements_txt() -> str:
+    """What the PyTorch containers need beyond torch and numpy, pinned to the versions installed here (the
+    inference code's ``code/requirements.txt`` and the training job's source directory both use it)."""
+    return "\n".join(_pinned(package, fallback) for package, fallback in REQUIREMENTS.items()) + "\n"
+
+
 def check_inference_sources(root: Path = PROJECT_ROOT) -> list[Path]:
     """The package files ``code/`` needs; raises ArtifactError naming any that is missing."""
     paths = [root / relative for relative in INFERENCE_SOURCES]
@@ -176,8 +182,7 @@ def write_inference_code(model_dir: Path | str, root: Path = PROJECT_ROOT) -> Pa
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
     (code_dir / "inference.py").write_text(INFERENCE_ENTRY, encoding="utf-8")
-    requirements = [_pinned(package, fallback) for package, fallback in REQUIREMENTS.items()]
-    (code_dir / "requirements.txt").write_text("\n".join(requirements) + "\n", encoding="utf-8")
+    (code_dir / "requirements.txt").write_text(requirements_txt(), encoding="utf-8")
     return code_dir
 
 

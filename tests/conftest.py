@@ -106,3 +106,19 @@ def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     api.stop()
     for info in endpoints.list():
         endpoints.delete(info.name, drain_timeout_s=2)
+
+
+@pytest.fixture
+def gateway(settings: Settings) -> Iterator[Any]:
+    """The local API gateway (serve/gateway.py) serving in a thread on a free port."""
+    import threading
+
+    from serve.gateway import make_gateway
+
+    server = make_gateway(settings, port=0)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)

@@ -12,7 +12,6 @@ Nothing here logs or stores secrets. boto3 is imported lazily so that ``import b
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,23 +25,6 @@ if TYPE_CHECKING:
     from sentiflow.config import Settings
 
 USER_AGENT = "sentiflow"
-DEFAULT_POLL_SECONDS = 30.0
-
-
-def poll_seconds(settings: Settings) -> float:
-    """Seconds between status polls of long-running jobs.
-
-    ``settings.aws_poll_seconds`` when that setting exists, else ``SENTIFLOW_AWS_POLL_SECONDS``, else 30 s
-    (SageMaker status changes take minutes; tests against moto use a fraction of a second).
-    """
-    value = getattr(settings, "aws_poll_seconds", None) or os.environ.get("SENTIFLOW_AWS_POLL_SECONDS")
-    try:
-        seconds = float(value) if value is not None else DEFAULT_POLL_SECONDS
-    except ValueError as error:
-        raise ConfigError(f"SENTIFLOW_AWS_POLL_SECONDS={value!r} is not a number of seconds") from error
-    if seconds < 0:
-        raise ConfigError(f"the aws poll interval must be >= 0 seconds, got {seconds}")
-    return seconds
 
 
 class AwsClients:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from backends.aws.clients import AwsClients, aws_errors, error_code, error_message, poll_seconds
+from backends.aws.clients import AwsClients, aws_errors, error_code, error_message
 from backends.aws.packaging import create_model, ensure_inference_code, tag_dict, tag_list
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.training import sagemaker_name
@@ -230,7 +230,7 @@ class SageMakerEndpoints:
 
     def _wait(self, name: str, log: LogLine) -> dict[str, Any]:
         """Poll until the endpoint leaves Creating/Updating; the final description."""
-        interval = poll_seconds(self.settings)
+        interval = self.settings.aws_poll_seconds
         deadline = time.monotonic() + MAX_WAIT_S
         last = ""
         while True:
@@ -250,7 +250,7 @@ class SageMakerEndpoints:
             self.sleep(interval)
 
     def _wait_gone(self, name: str) -> None:
-        interval = poll_seconds(self.settings)
+        interval = self.settings.aws_poll_seconds
         deadline = time.monotonic() + MAX_WAIT_S
         while self._describe(name) is not None:
             if time.monotonic() > deadline:

@@ -15,7 +15,6 @@ plus ``requirements.txt`` (nltk, beautifulsoup4) that the toolkit installs befor
 from __future__ import annotations
 
 import gzip
-import importlib.metadata
 import io
 import json
 import re
@@ -26,10 +25,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.aws.clients import AwsClients, aws_errors, error_code, poll_seconds
+from backends.aws.clients import AwsClients, aws_errors, error_code
 from backends.aws.images import pytorch_image_uri
 from backends.aws.storage import S3ArtifactStore
 from backends.base import LogLine, TrainingResult, TrainingSpec
+from model.artifact import requirements_txt
 from sentiflow.errors import ConfigError, SentiflowError
 
 if TYPE_CHECKING:
@@ -41,12 +41,8 @@ SOURCE_PACKAGES = ("model", "serve")
 CODE_DIR = "/opt/ml/code"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-MAX_RUNTIME_S = 6 * 3600
-SPOT_MAX_WAIT_S = 2 * MAX_RUNTIME_S
 VOLUME_SIZE_GB = 10
 TERMINAL = {"Completed", "Failed", "Stopped"}
-# Requirements the training script needs beyond the PyTorch container (same pins as the inference code).
-FALLBACK_REQUIREMENTS = {"nltk": "3.9", "beautifulsoup4": "4.12"}
 _NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
 
 
@@ -70,21 +66,6 @@ def sagemaker_name(name: str, limit: int = 63) -> str:
     if not clean:
         raise SentiflowError(f"cannot make a SageMaker name from {name!r}")
     return clean[:limit].rstrip("-")
-
-
-def requirements_txt() -> str:
-    """Pinned requirements for the container (``model.artifact.REQUIREMENTS`` at the installed versions)."""
-    try:
-        from model.artifact import REQUIREMENTS
-    except ImportError:
-        REQUIREMENTS = FALLBACK_REQUIREMENTS  # noqa: N806
-    lines = []
-    for package, fallback in sorted(REQUIREMENTS.items()):
-        try:
-            lines.append(f"{package}=={importlib.metadata.version(package)}")
-        except importlib.metadata.PackageNotFoundError:
-            lines.append(f"{package}>={fallback}")
-    return "\n".join(lines) + "\n"
 
 
 def build_source_tarball(dest: Path, root: Path = PROJECT_ROOT) -> Path:
@@ -140,9 +121,9 @@ def training_job_request(
     )
     if count > 1:
         hyperparameters["sagemaker_torch_distributed_enabled"] = True
-    stopping: dict[str, int] = {"MaxRuntimeInSeconds": MAX_RUNTIME_S}
-    if settings.aws_use_spot:
-        stopping["MaxWaitTimeInSeconds"] = SPOT_MAX_WAIT_S
+    stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.aws_max_runtime_s}
+    if settings.aws_use_spot:  # spot capacity may take as long again to come
+        stopping["MaxWaitTimeInSeconds"] = 2 * settings.aws_max_runtime_s
     channels = []
     for name in ("train", "validation"):
         if name not in spec.channels:
@@ -340,7 +321,7 @@ class SageMakerTrainer:
         """
         sagemaker = self.clients.client("sagemaker")
         tail = CloudWatchLogTail(self.clients.client("logs"), job_name)
-        interval = poll_seconds(self.settings)
+        interval = self.settings.aws_poll_seconds
         last = ("", "")
         status = ""
         try:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from backends.aws.clients import AwsClients, aws_errors, poll_seconds
+from backends.aws.clients import AwsClients, aws_errors
 from backends.aws.packaging import create_model, ensure_inference_code, tag_list
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.training import sagemaker_name
@@ -127,7 +127,7 @@ class SageMakerBatchTransformer:
     def wait(self, job_name: str, log: LogLine) -> dict[str, Any]:
         """Poll the job until it ends; SentiflowError when it failed or was stopped."""
         sagemaker = self.clients.client("sagemaker")
-        interval = poll_seconds(self.settings)
+        interval = self.settings.aws_poll_seconds
         last = ""
         while True:
             description = sagemaker.describe_transform_job(TransformJobName=job_name)

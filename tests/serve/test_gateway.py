@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,6 @@ from serve.gateway import (
     write_api_target,
 )
 from tests.lambda_fn.endpoint_double import predict, request, running_endpoint
-
-
-@pytest.fixture
-def gateway(settings: Settings) -> Iterator[GatewayServer]:
-    server = make_gateway(settings, port=0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 def point(settings: Settings, name: str, url: str, version: str) -> None:

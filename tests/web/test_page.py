@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from sentiflow.config import Settings
-from serve.gateway import ApiTarget, GatewayServer, api_state_path, make_gateway, write_api_target
+from serve.gateway import ApiTarget, GatewayServer, api_state_path, write_api_target
 from tests.lambda_fn.endpoint_double import EndpointDouble, running_endpoint
 
 pytestmark = pytest.mark.e2e
@@ -19,17 +18,6 @@ SCREENSHOT = Path("/tmp/sentiflow-page.png")
 POSITIVE = "A wonderful, brilliant film. I loved every minute; the acting is excellent and the story a masterpiece."
 NEGATIVE = "An awful, boring mess. The worst film I have seen this year and a complete waste of two hours."
 XSS = 'Great film <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> & more'
-
-
-@pytest.fixture
-def gateway(settings: Settings) -> Iterator[GatewayServer]:
-    server = make_gateway(settings, port=0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
 
 
 @pytest.fixture
