@@ -19,15 +19,6 @@ from typing import Any
 _CHUNK = 1 << 20
 
 
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def file_digest(path: Path, algorithm: str) -> str:
     """Hex digest of a file with any hashlib algorithm (``md5``, ``sha256``)."""
     digest = hashlib.new(algorithm)
@@ -35,6 +26,11 @@ def file_digest(path: Path, algorithm: str) -> str:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content."""
+    return file_digest(path, "sha256")
 
 
 def sha256_text(*parts: str) -> str:
