@@ -1,32 +1,27 @@
-"""Turn what a user passes as ``--model`` into an unpacked model folder.
+"""Turn a model reference (what a user passes as ``--model``, or a stage's model URI) into an unpacked model folder.
 
 Accepted: a model folder (holding ``model.pth``), a ``model.tar.gz`` path, a ``file://`` URI of either,
 or a URI of the configured artifact store (``s3://…`` with the aws backend). Archives are unpacked once into
-``<home>/cache/models/<sha256 prefix>/`` and reused.
+``<home>/cache/models/<sha256 prefix>/`` and reused. It lives with the backends because a store URI needs the
+artifact store; the serving code is handed the folder.
 """
 
 from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.io import atomic_dir, sha256_file
+from backends.base import get_store
+from core.config import Settings
+from core.errors import SentiflowError
+from core.io import atomic_dir, local_path, sha256_file
 
 MODEL_WEIGHTS = "model.pth"
 
 
-def path_from_file_uri(uri: str) -> Path:
-    """``file:///a/b`` → ``/a/b``."""
-    parsed = urlparse(uri)
-    return Path(unquote(parsed.path))
-
-
 def unpacked_model_dir(tar_path: Path, cache_dir: Path) -> Path:
     """The folder ``tar_path`` unpacks to (unpacked now unless already cached)."""
-    from model.artifact import unpack_model
+    from model.artifact import unpack_model  # torch is imported on first use, not with this module
 
     target = cache_dir / "models" / sha256_file(tar_path)[:16]
     if not (target / MODEL_WEIGHTS).is_file():
@@ -37,14 +32,10 @@ def unpacked_model_dir(tar_path: Path, cache_dir: Path) -> Path:
 
 def resolve_model_dir(artifact: str, settings: Settings) -> Path:
     """An unpacked model folder for ``artifact`` (folder, ``.tar.gz``, ``file://`` or store URI)."""
-    scheme = urlparse(artifact).scheme if "://" in artifact else ""
-    if scheme == "file":
-        path = path_from_file_uri(artifact)
-    elif scheme:
+    path = local_path(artifact) if "://" in artifact else Path(artifact).expanduser()
+    if path is None:
         with tempfile.TemporaryDirectory(prefix="model-", dir=_ensure(settings.cache_dir)) as tmp:
             return unpacked_model_dir(_download(artifact, settings, Path(tmp)), settings.cache_dir)
-    else:
-        path = Path(artifact).expanduser()
     if path.is_dir():
         if not (path / MODEL_WEIGHTS).is_file():
             raise SentiflowError(
@@ -59,8 +50,6 @@ def resolve_model_dir(artifact: str, settings: Settings) -> Path:
 
 
 def _download(uri: str, settings: Settings, folder: Path) -> Path:
-    from backends.base import get_store
-
     store = get_store(settings)
     try:
         key = store.key_from_uri(uri)

@@ -35,11 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from backends.local.storage import LocalArtifactStore
     from backends.local.transform import LocalBatchTransformer
+    from backends.models import resolve_model_dir
+    from core.config import get_settings
     from model.artifact import pack_model_dir
-    from sentiflow.config import get_settings
-    from serve.artifacts import resolve_model_dir
     from serve.process import start_server_process
-    from tasks.evaluate import load_transform_scores, raw_test_reviews
+    from tasks.parity import raw_test_reviews
+    from tasks.transform import load_transform_scores
 
     settings = get_settings()
     model_dir = resolve_model_dir(args.model, settings)

@@ -33,7 +33,7 @@ def main() -> int:
     from benchmarks.reference_preprocessing import review_to_words as reference
     from benchmarks.reference_preprocessing import review_to_words_fast_reference
     from model.preprocessing import default_workers, reviews_to_words
-    from tasks.data.extract import load_archive
+    from tasks.data.load import load_archive
 
     reviews = load_archive(args.archive)["review"].tolist()
     sample = reviews[:: max(1, len(reviews) // args.reference_sample)][: args.reference_sample]

@@ -66,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=42)
     args = parser.parse_args(argv)
 
-    from sentiflow.config import get_settings
-    from serve.artifacts import resolve_model_dir
-    from serve.inference import input_fn, model_fn, output_fn, predict_fn
+    from backends.models import resolve_model_dir
+    from core.config import get_settings
+    from model.inference import input_fn, model_fn, output_fn, predict_fn
     from serve.process import start_server_process
 
     reviews = load_reviews(args.reviews, max(args.requests, args.batch_reviews), args.seed)

@@ -42,10 +42,10 @@ REFERENCE_HYPERPARAMETERS = {
 
 def prepare_channels(archive: Path, home: Path) -> Path:
     """The data stages' channels for ``archive`` (cached under ``home``); returns the channel set's folder."""
-    from sentiflow.config import Settings
-    from sentiflow.io import sha256_file
-    from tasks.data.channels import prepare_channels as prepare
-    from tasks.data.extract import load_archive
+    from core.config import Settings
+    from core.io import sha256_file
+    from tasks.data.load import load_archive
+    from tasks.data.prepare import prepare_channels as prepare
 
     started = time.perf_counter()
     channels = prepare(load_archive(archive), sha256_file(archive), Settings(home=home))

@@ -1,4 +1,4 @@
-"""Crash-safe file writing and content hashing.
+"""Crash-safe file writing, content hashing and local paths from ``file://`` URIs.
 
 Everything sentiflow writes goes to a temporary sibling first and is renamed into place, so a crash never leaves
 a half-written file or cache entry behind.
@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 _CHUNK = 1 << 20
 
@@ -86,3 +87,14 @@ def atomic_dir(target: Path) -> Iterator[Path]:
 def read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path a ``file://`` URI or a plain path names (``~`` expanded); None for any other scheme
+    (``http(s)://``, ``s3://`` …). The one place sentiflow parses ``file://`` URIs."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(unquote(parsed.path))
+    if not parsed.scheme:
+        return Path(uri).expanduser()
+    return None

@@ -13,7 +13,7 @@ from typing import Any
 
 import psutil
 
-from sentiflow.io import atomic_write_json, read_json
+from core.io import atomic_write_json, read_json
 
 
 def _restore_default_signals() -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.metrics import classification_metrics
+from evaluation.metrics import classification_metrics
 
 Tokens = Sequence[str]
 

@@ -1,4 +1,4 @@
-"""Classification metrics from labels and P(positive) scores (the one threshold of ``serve.inference``)."""
+"""Classification metrics from labels and P(positive) scores (the one threshold of ``model.inference``)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sentiflow.errors import SentiflowError
-from serve.inference import POSITIVE_THRESHOLD
+from core.errors import SentiflowError
+from model.inference import POSITIVE_THRESHOLD
 
 
 def _checked(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

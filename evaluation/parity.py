@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from sentiflow.errors import SentiflowError
+from core.errors import SentiflowError
 
 DEFAULT_TOLERANCE = 1e-5
 _EXCERPT_CHARS = 160
@@ -53,7 +53,7 @@ def sample_indices(total: int, sample: int, seed: int) -> np.ndarray:
 
 def serve_reviews(model: Any, reviews: Sequence[str], chunk: int = 256) -> list[dict[str, Any]]:
     """Each review's serving answer ``{"label", "score"}`` (or ``{"error"}``), via the JSON request path."""
-    from serve.inference import BadRequest, input_fn, output_fn, predict_fn
+    from model.inference import BadRequest, input_fn, output_fn, predict_fn
 
     answers: list[dict[str, Any]] = []
     for start in range(0, len(reviews), chunk):
@@ -90,7 +90,7 @@ def parity_check(
 
     ``model`` is a loaded model or a model folder; ``raw_reviews[i]`` must be the review of batch row ``i``.
     """
-    from serve.inference import label_for, model_fn
+    from model.inference import label_for, model_fn
 
     scores = np.asarray(batch_scores, dtype=np.float64)
     if len(raw_reviews) != len(scores) or (batch_labels is not None and len(batch_labels) != len(scores)):

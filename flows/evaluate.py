@@ -6,8 +6,8 @@ from typing import Any
 
 from prefect import flow
 
+from core.config import get_settings
 from flows.pipeline import evaluate_model, prepare_data
-from sentiflow.config import get_settings
 from tasks.deploy import deployed_model_task
 
 
@@ -25,7 +25,7 @@ def evaluate(
     if model_uri is None:
         deployed = deployed_model_task(settings)
         if deployed is None:
-            from sentiflow.errors import SentiflowError
+            from core.errors import SentiflowError
 
             raise SentiflowError("no model has been promoted yet; pass model_uri (a model.tar.gz URI) to evaluate")
         model_uri = deployed["model_uri"]

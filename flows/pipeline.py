@@ -12,11 +12,18 @@ from typing import Any
 from prefect import flow
 from prefect.runtime import flow_run
 
-from sentiflow.config import Settings, get_settings
-from tasks.data.stages import download_task, load_task, prepare_task, upload_task, validate_task
+from core.config import Settings, get_settings
+from tasks.data.download import download_task
+from tasks.data.load import load_task
+from tasks.data.prepare import prepare_task
+from tasks.data.upload import upload_task
+from tasks.data.validate import validate_task
 from tasks.deploy import delete_endpoint_task, deploy_endpoint_task, deployed_model_task, promote_endpoint_task
-from tasks.evaluate import batch_transform_task, evaluate_task, gate_task, parity_task
+from tasks.evaluate import evaluate_task
+from tasks.gate import gate_task
+from tasks.parity import parity_task
 from tasks.train import train_model
+from tasks.transform import batch_transform_task
 
 
 def _run_dir(settings: Settings) -> str:
@@ -145,8 +152,8 @@ def pipeline(
         print(f"not promoted: {decision['reason']}")
         return summary
     if require_approval:
-        from sentiflow.prefect_ops.approval import request_approval
-        from tasks.evaluate import report_markdown
+        from evaluation.report import report_markdown
+        from flows.approval import request_approval
 
         if not request_approval(report_markdown(evaluation, {}), timeout_s=24 * 3600):
             summary["gate"] = {"promote": False, "reason": "rejected by the reviewer"}

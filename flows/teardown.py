@@ -14,7 +14,7 @@ from typing import Any
 
 from prefect import flow
 
-from sentiflow.config import get_settings
+from core.config import get_settings
 from tasks.teardown import find_candidates_task, publish_report_task, teardown_task
 
 

@@ -1,21 +1,23 @@
 """The model artifact: load it, predict with it, add its inference code, pack and unpack ``model.tar.gz``.
 
 A model folder (the unpacked ``model.tar.gz``) holds ``model.pth`` (a state_dict), ``model_info.json``,
-``word_dict.json``, ``preprocessing.json``, ``metrics.json`` and ``code/`` (SageMaker's inference entry point
-and everything it imports). ``load_artifact`` is the single loader used by evaluation, batch transform, the
-local server and ``code/inference.py``. Only the standard library, numpy, torch and ``model.*`` are imported:
-this module ships inside the artifact.
+``word_dict.json``, ``preprocessing.json``, ``metrics.json`` and ``code/``: SageMaker's inference entry point
+``code/inference.py`` (three lines re-exporting ``model.inference``'s handlers), ``code/model/`` (a copy of this
+whole package, which is self-contained) and ``code/requirements.txt``. ``load_artifact`` is the single loader
+used by evaluation, batch transform, the local server and ``code/inference.py``. Only the standard library,
+numpy, torch and ``model.*`` are imported: this module ships inside the artifact.
 """
 
 from __future__ import annotations
 
 import gzip
+import io
 import json
 import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -30,28 +32,14 @@ from model.network import build_network, returns_logits
 from model.preprocessing import Preprocessor
 
 MODEL_FILES = ("model.pth", "model_info.json", "word_dict.json", "preprocessing.json")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Package files copied into code/ (relative to the project root); serve/inference.py is the SageMaker handler.
-INFERENCE_SOURCES = (
-    "model/__init__.py",
-    "model/preprocessing.py",
-    "model/stopwords.py",
-    "model/network.py",
-    "model/artifact.py",
-    "serve/__init__.py",
-    "serve/inference.py",
-)
+PACKAGE_DIR = Path(__file__).resolve().parent
+# The modules code/inference.py needs (code/model/ carries every module of this package).
+INFERENCE_MODULES = ("__init__.py", "artifact.py", "inference.py", "network.py", "preprocessing.py", "stopwords.py")
 # What the inference code needs beyond the container's torch and numpy (pinned to the tested versions).
 REQUIREMENTS = {"nltk": "3.9", "beautifulsoup4": "4.12"}
-INFERENCE_ENTRY = '''"""SageMaker PyTorch inference entry point: re-exports ``serve.inference``'s handlers."""
-
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from serve.inference import input_fn, model_fn, output_fn, predict_fn  # noqa: E402
-
+# The container imports code/inference.py with code/ on sys.path, so ``model`` is importable as is.
+INFERENCE_ENTRY = '''"""SageMaker PyTorch inference entry point: re-exports ``model.inference``'s four handlers."""
+from model.inference import input_fn, model_fn, output_fn, predict_fn
 __all__ = ["input_fn", "model_fn", "output_fn", "predict_fn"]
 '''
 
@@ -159,28 +147,32 @@ def requirements_txt() -> str:
     return "\n".join(_pinned(package, fallback) for package, fallback in REQUIREMENTS.items()) + "\n"
 
 
-def check_inference_sources(root: Path = PROJECT_ROOT) -> list[Path]:
-    """The package files ``code/`` needs; raises ArtifactError naming any that is missing."""
-    paths = [root / relative for relative in INFERENCE_SOURCES]
-    missing = [str(path.relative_to(root)) for path in paths if not path.is_file()]
+def code_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """Every module of the ``model`` package, sorted: what ``code/model/`` and the training source bundle carry."""
+    return sorted(Path(package_dir).glob("*.py"))
+
+
+def check_inference_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The package's modules; raises ArtifactError naming any module ``code/inference.py`` needs that is missing."""
+    sources = code_sources(package_dir)
+    missing = sorted(set(INFERENCE_MODULES) - {path.name for path in sources})
     if missing:
         raise ArtifactError(
-            f"inference code incomplete under {root}: {', '.join(missing)} not found; "
-            "stage the whole source tree (model/ and serve/) with the training script"
+            f"inference code incomplete under {package_dir}: {', '.join(f'model/{name}' for name in missing)} "
+            "not found; stage the whole model/ package with the training script"
         )
-    return paths
+    return sources
 
 
-def write_inference_code(model_dir: Path | str, root: Path = PROJECT_ROOT) -> Path:
-    """Create ``model_dir/code/``: the ``inference.py`` entry, the modules it imports, requirements."""
-    sources = check_inference_sources(root)
+def write_inference_code(model_dir: Path | str, package_dir: Path = PACKAGE_DIR) -> Path:
+    """Create ``model_dir/code/``: the ``inference.py`` entry, a copy of the ``model`` package, requirements."""
+    sources = check_inference_sources(package_dir)
     code_dir = Path(model_dir) / "code"
     if code_dir.exists():
         shutil.rmtree(code_dir)
+    (code_dir / "model").mkdir(parents=True)
     for source in sources:
-        target = code_dir / source.relative_to(root)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        shutil.copyfile(source, code_dir / "model" / source.name)
     (code_dir / "inference.py").write_text(INFERENCE_ENTRY, encoding="utf-8")
     (code_dir / "requirements.txt").write_text(requirements_txt(), encoding="utf-8")
     return code_dir
@@ -191,7 +183,7 @@ def write_inference_code(model_dir: Path | str, root: Path = PROJECT_ROOT) -> Pa
 
 @contextmanager
 def _atomic_target(target: Path) -> Iterator[Path]:
-    """A temp file beside ``target``, renamed onto it on success (the same as ``sentiflow.io.atomic_path``; this
+    """A temp file beside ``target``, renamed onto it on success (the same as ``core.io.atomic_path``; this
     module ships inside ``model.tar.gz``, where only the standard library, numpy, torch and ``model`` exist)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
@@ -218,12 +210,27 @@ def atomic_write_json(target: Path | str, payload: Any) -> Path:
     return Path(target)
 
 
-def _reset(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.mtime = 0
-    info.mode = 0o755 if info.isdir() else 0o644
-    return info
+def write_reproducible_tar(tar_path: Path | str, files: Iterable[tuple[str, Path | bytes]]) -> Path:
+    """Write a ``.tar.gz`` of ``(name, file or bytes)`` atomically and byte-reproducibly: entries in name order,
+    owner root, mode 0644, mtime 0 in the tar and in the gzip header (same content, same bytes)."""
+    tar_path = Path(tar_path)
+    with (
+        _atomic_target(tar_path) as tmp,
+        open(tmp, "wb") as raw,
+        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
+        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
+    ):
+        for name, content in sorted(files, key=lambda item: item[0]):
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime = 0o644, 0
+            if isinstance(content, bytes):
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+            else:
+                info.size = Path(content).stat().st_size
+                with open(content, "rb") as handle:
+                    tar.addfile(info, handle)
+    return tar_path
 
 
 def pack_model_dir(model_dir: Path | str, tar_path: Path | str) -> Path:
@@ -232,16 +239,12 @@ def pack_model_dir(model_dir: Path | str, tar_path: Path | str) -> Path:
     missing = [name for name in MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise ArtifactError(f"cannot pack {model_dir}: {', '.join(missing)} missing")
-    files = sorted(p for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    with (
-        _atomic_target(tar_path) as tmp,
-        open(tmp, "wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
-        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for path in files:
-            tar.add(path, arcname=path.relative_to(model_dir).as_posix(), filter=_reset)
-    return tar_path
+    files = [
+        (path.relative_to(model_dir).as_posix(), path)
+        for path in model_dir.rglob("*")
+        if path.is_file() and "__pycache__" not in path.parts
+    ]
+    return write_reproducible_tar(tar_path, files)
 
 
 def unpack_model(tar_path: Path | str, dest: Path | str) -> Path:

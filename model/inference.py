@@ -1,6 +1,6 @@
 """The SageMaker PyTorch serving functions — the one inference path.
 
-This file ships inside ``model.tar.gz`` as ``code/serve/inference.py`` (``code/inference.py`` re-exports
+This file ships inside ``model.tar.gz`` as ``code/model/inference.py`` (``code/inference.py`` re-exports
 the four functions), and the local server, the local batch transform and the serving-parity check call the
 very same functions. It imports only the standard library, numpy and ``model.*`` (which the artifact carries).
 

@@ -129,15 +129,6 @@ class _Parser(argparse.ArgumentParser):
         raise TrainingError(f"bad command line: {message}")
 
 
-def _bool(text: str) -> bool:
-    lowered = str(text).strip().lower()
-    if lowered in ("1", "true", "yes"):
-        return True
-    if lowered in ("0", "false", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-
-
 def _parser() -> _Parser:
     parser = _Parser(prog="train.py", description="Train the sentiment network (SageMaker script mode).")
     types = {int: int, float: float, str: str}

@@ -34,10 +34,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from core.config import Settings
+from core.errors import SentiflowError
+from core.io import atomic_write_json, read_json
 from lambda_fn.handler import environment, handler
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.io import atomic_write_json, read_json
 
 logger = logging.getLogger("sentiflow.api")
 

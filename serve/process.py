@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sentiflow.errors import SentiflowError
+from core.errors import SentiflowError
 
 LISTENING_PREFIX = "listening on "
 

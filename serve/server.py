@@ -2,7 +2,7 @@
 
 Routes: ``GET /ping``, ``GET /stats``, ``POST /invocations`` and ``POST /endpoints/{name}/invocations``
 (the path boto3's ``sagemaker-runtime`` client calls, so ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=http://HOST:PORT``
-works unchanged). Every invocation runs ``serve.inference``'s ``input_fn → predict_fn → output_fn``.
+works unchanged). Every invocation runs ``model.inference``'s ``input_fn → predict_fn → output_fn``.
 
 One thread per connection (HTTP/1.1 keep-alive), one JSON line per request in the access log, 4xx answers
 as a one-line JSON ``{"error": code, "message": text, "status": n}``. ``stop()`` (SIGTERM in ``run``)
@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 
-from sentiflow.io import atomic_write_json, atomic_write_text
-from serve.inference import BadRequest, input_fn, output_fn, predict_fn, response_content_type
+from core.io import atomic_write_json, atomic_write_text
+from model.inference import BadRequest, input_fn, output_fn, predict_fn, response_content_type
 
 _ENDPOINT_PATH = re.compile(r"^/endpoints/([A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))/invocations$")
 _ERROR_CODES = {
@@ -64,7 +64,7 @@ class EndpointStats:
         self._flush_every_s = flush_every_s
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
-        self._events: Any = None  # sentiflow.prefect_ops.events.InvocationEvents when Prefect is configured
+        self._events: Any = None  # core.events.InvocationEvents when Prefect is configured
         self._announced = 0
 
     def record(self, ok: bool) -> None:
@@ -90,7 +90,7 @@ class EndpointStats:
         """Write the state file now and then at most every ``flush_every_s`` while invocations arrive; also
         announce invocations as Prefect events (throttled; only with a Prefect API and a named endpoint)."""
         if self.name is not None and os.environ.get("PREFECT_API_URL"):
-            from sentiflow.prefect_ops.events import InvocationEvents
+            from core.events import InvocationEvents
 
             self._events = InvocationEvents()
         if self._state_file is None and self._events is None:

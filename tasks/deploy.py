@@ -15,16 +15,15 @@ Blue/green, as the pipeline wires it::
 * ``rollback`` redeploys the previously promoted version the same blue/green way.
 
 Every endpoint that is deployed or deleted emits a Prefect event (``sentiflow.endpoint.deployed`` /
-``sentiflow.endpoint.deleted``, resource ``sentiflow.endpoint.<name>``); the idle-teardown automation keys on
-them. Events are emitted inside Prefect runs, or outside when ``PREFECT_API_URL`` names a server — never by
-spinning up a temporary server for a CLI call.
+``sentiflow.endpoint.deleted``, resource ``sentiflow.endpoint.<name>``, see ``core.events``); the idle-teardown
+automation keys on them. Events are emitted inside Prefect runs, or outside when ``PREFECT_API_URL`` names a
+server — never by spinning up a temporary server for a CLI call.
 
 Plain functions do the work (the CLI calls them directly); the ``*_task`` wrappers are the Prefect stages.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -35,82 +34,22 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from backends.base import ApiInfo, EndpointInfo, LogLine, get_backend
-from sentiflow.errors import SentiflowError
-from sentiflow.registry import Registry
+from backends.local.registry import Registry
+from core.errors import SentiflowError
+from core.events import DELETED_EVENT, DEPLOYED_EVENT, emit_endpoint_event
 from tasks.policies import NO_RETRIES
 
 if TYPE_CHECKING:
     from backends.base import Backend
-    from sentiflow.config import Settings
+    from core.config import Settings
 
-DEPLOYED_EVENT = "sentiflow.endpoint.deployed"
-DELETED_EVENT = "sentiflow.endpoint.deleted"
-RESOURCE_PREFIX = "sentiflow.endpoint."
 NAME_PREFIX = "sentiflow-v"
 DRAIN_GRACE_S = 1.0
-
-_log = logging.getLogger(__name__)
-
-
-# --- names and events ---------------------------------------------------------------------------------------
 
 
 def endpoint_name_for(version: int) -> str:
     """A fresh endpoint name for model ``version``: ``sentiflow-v{version}-{6 hex chars}``."""
     return f"{NAME_PREFIX}{version}-{uuid.uuid4().hex[:6]}"
-
-
-def resource_id(name: str) -> str:
-    """The Prefect event resource id of endpoint ``name``."""
-    return f"{RESOURCE_PREFIX}{name}"
-
-
-def endpoint_from_resource(value: str) -> str:
-    """An endpoint name from either a plain name or a ``sentiflow.endpoint.<name>`` resource id."""
-    value = value.strip()
-    return value[len(RESOURCE_PREFIX) :] if value.startswith(RESOURCE_PREFIX) else value
-
-
-def _events_enabled() -> bool:
-    """Emit inside a Prefect run, or when a Prefect API is configured (never start an ephemeral server)."""
-    try:
-        from prefect.context import FlowRunContext, TaskRunContext
-        from prefect.settings import get_current_settings
-
-        if FlowRunContext.get() is not None or TaskRunContext.get() is not None:
-            return True
-        return bool(get_current_settings().api.url)
-    except Exception:  # noqa: BLE001 - events are best effort
-        return False
-
-
-def emit_endpoint_event(event: str, endpoint: EndpointInfo, backend: str, **payload: Any) -> None:
-    """Emit ``event`` for ``endpoint`` (best effort: a failure is logged, never raised)."""
-    if not _events_enabled():
-        return
-    try:
-        from prefect.events import emit_event
-
-        emit_event(
-            event=event,
-            resource={
-                "prefect.resource.id": resource_id(endpoint.name),
-                "prefect.resource.name": endpoint.name,
-                "sentiflow.backend": backend,
-            },
-            payload={
-                "name": endpoint.name,
-                "backend": backend,
-                "model_uri": endpoint.model_uri,
-                "version": endpoint.version,
-                "url": endpoint.url,
-                "instance_type": endpoint.instance_type,
-                "created_at": endpoint.created_at,
-                **payload,
-            },
-        )
-    except Exception as error:  # noqa: BLE001 - an event must never fail a deploy
-        _log.warning("could not emit %s for endpoint %s: %s", event, endpoint.name, error)
 
 
 # --- results ------------------------------------------------------------------------------------------------
@@ -359,16 +298,8 @@ def delete_endpoint_task(settings: Settings, name: str, reason: str = "deleted")
     return delete_endpoint(settings, name, _task_log(), reason=reason)
 
 
-@task(name="rollback", timeout_seconds=1800, **NO_RETRIES)
-def rollback_task(settings: Settings) -> Promotion:
-    """Redeploy the previously promoted model version."""
-    return rollback(settings, _task_log())
-
-
 @task(name="deployed-model", **NO_RETRIES)
 def deployed_model_task(settings: Settings) -> dict[str, Any] | None:
     """The model version currently promoted (what the quality gate compares against), or None."""
-    from sentiflow.registry import Registry
-
     current = Registry.for_settings(settings).current_model()
     return None if current is None else asdict(current)

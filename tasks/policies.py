@@ -2,9 +2,9 @@
 
 - Stage results are persisted and cached on their inputs **and** the task's source (``INPUTS + TASK_SOURCE``):
   ``INPUTS`` alone would let two different tasks with equal inputs share a cache entry. Where the records go
-  is decided by the run's default result storage (``sentiflow.prefect_ops.storage``), not by the tasks.
+  is decided by the run's default result storage (``sentiflow.ops.storage`` saves it), not by the tasks.
 - Network stages retry with jittered exponential backoff; errors that cannot heal (bad data, bad settings —
-  any :class:`~sentiflow.errors.SentiflowError`) are never retried. Training retries once at most.
+  any :class:`~core.errors.SentiflowError`) are never retried. Training retries once at most.
 - Every stage reports its own final failure on the flow run (labels ``sentiflow.failed-task`` /
   ``sentiflow.failed-error``) so the failure notification can name the task that failed.
 
@@ -21,8 +21,8 @@ from typing import Any
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 from prefect.tasks import exponential_backoff
 
-from sentiflow.errors import SentiflowError
-from sentiflow.prefect_ops import FAILED_ERROR_LABEL, FAILED_TASK_LABEL
+from core.errors import SentiflowError
+from core.events import FAILED_ERROR_LABEL, FAILED_TASK_LABEL
 
 STAGE_CACHE_POLICY = INPUTS + TASK_SOURCE
 

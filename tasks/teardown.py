@@ -22,12 +22,13 @@ from prefect import task
 from prefect.logging import get_run_logger
 
 from backends.base import LogLine, TeardownDecision, get_backend
-from tasks.deploy import delete_endpoint, endpoint_from_resource
+from core.events import endpoint_from_resource
+from tasks.deploy import delete_endpoint
 from tasks.policies import NO_RETRIES
 
 if TYPE_CHECKING:
     from backends.base import Backend
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 ARTIFACT_KEY = "endpoint-teardown"
 

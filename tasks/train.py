@@ -16,19 +16,15 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from prefect import task
 
-from backends.base import ArtifactStore, Trainer, TrainingResult, TrainingSpec
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError
-from sentiflow.io import read_json, sha256_file
+from backends.base import ArtifactStore, Trainer, TrainingResult, TrainingSpec, get_backend
+from core.config import Settings
+from core.errors import ConfigError
+from core.io import local_path, read_json, sha256_file
 from tasks.policies import STAGE_OPTIONS, TRAINING_RETRIES
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-# Besides the inference code shipped in code/, what decides what training produces.
-TRAINING_CODE = ("model/train.py",)
 # Settings that are training hyperparameters (SageMaker flag names with underscores).
 SETTINGS_HYPERPARAMETERS = (
     "architecture",
@@ -63,9 +59,8 @@ def training_hyperparameters(settings: Settings, overrides: dict[str, Any] | Non
 
 def channel_fingerprint(uri: str) -> str:
     """Content hash of a local channel folder (names + sha256 of files); other URIs stand for themselves."""
-    parsed = urlparse(uri)
-    folder = Path(unquote(parsed.path)) if parsed.scheme == "file" else Path(uri)
-    if parsed.scheme not in ("", "file") or not folder.is_dir():
+    folder = local_path(uri)
+    if folder is None or not folder.is_dir():
         return uri
     digest = hashlib.sha256()
     for path in sorted(p for p in folder.rglob("*") if p.is_file()):
@@ -73,15 +68,13 @@ def channel_fingerprint(uri: str) -> str:
     return digest.hexdigest()
 
 
-def training_code_hash(root: Path = PROJECT_ROOT) -> str:
-    """sha256 over the sources training runs and ships in ``code/`` (not the local server, say)."""
-    from model.artifact import INFERENCE_SOURCES
+def training_code_hash(package_dir: Path | None = None) -> str:
+    """sha256 over the ``model`` package: the code training runs and ships in ``code/`` (nothing else)."""
+    from model.artifact import PACKAGE_DIR, code_sources
 
     digest = hashlib.sha256()
-    for relative in sorted({*INFERENCE_SOURCES, *TRAINING_CODE}):
-        path = root / relative
-        if path.is_file():
-            digest.update(f"{relative}\0{sha256_file(path)}\n".encode())
+    for path in code_sources(package_dir or PACKAGE_DIR):
+        digest.update(f"model/{path.name}\0{sha256_file(path)}\n".encode())
     return digest.hexdigest()
 
 
@@ -201,8 +194,6 @@ def train_model(
     """Train the model on the backend (or reuse the identical finished job) and publish its curves."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.logging import get_run_logger
-
-    from backends.base import get_backend
 
     logger = get_run_logger()
     resolved = training_hyperparameters(settings, hyperparameters)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from backends.base import Backend
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 
 def make_backend(settings: Settings) -> Backend:

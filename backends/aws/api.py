@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import json
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from backends.aws.clients import AwsClients, aws_errors, error_code
+from backends.aws.lambda_package import LAMBDA_HANDLER, LAMBDA_RUNTIME, build_lambda_zip
 from backends.base import ApiInfo, EndpointInfo, LogLine
-from sentiflow.errors import ConfigError, SentiflowError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 ROUTE_KEY = "POST /predict"
 STAGE = "$default"
 PERMISSION_SID = "sentiflow-apigateway-invoke"
-DEFAULT_HANDLER = "lambda_fn.handler.handler"
-DEFAULT_RUNTIME = "python3.11"
 TIMEOUT_S = 30  # HTTP APIs give up after 30 s
 MEMORY_MB = 256
 INTEGRATION_TIMEOUT_MS = 29_000
@@ -38,33 +36,10 @@ CORS = {
 }
 
 
-def _fallback_zip(dest: Path) -> Path:
-    """A zip of ``lambda_fn/*.py`` (used only when ``lambda_fn.packaging`` is unavailable)."""
-    package = Path(__file__).resolve().parents[2] / "lambda_fn"
-    sources = sorted(p for p in package.glob("*.py") if p.name != "packaging.py")
-    if not any(p.name == "handler.py" for p in sources):
-        raise SentiflowError(f"lambda_fn/handler.py is missing from {package}; reinstall sentiflow")
-    with zipfile.ZipFile(dest, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-        for path in sources:
-            info = zipfile.ZipInfo(f"lambda_fn/{path.name}", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o100644 << 16
-            archive.writestr(info, path.read_bytes())
-    return dest
-
-
 def build_zip(folder: Path) -> tuple[bytes, str, str]:
-    """(zip bytes, handler, runtime) from ``lambda_fn.packaging``, else from a private fallback build."""
-    try:
-        from lambda_fn import packaging
-    except ImportError:
-        packaging = None
-    if packaging is not None and hasattr(packaging, "build_lambda_zip"):
-        path = packaging.build_lambda_zip(folder / "lambda.zip")
-        handler = getattr(packaging, "LAMBDA_HANDLER", DEFAULT_HANDLER)
-        runtime = getattr(packaging, "LAMBDA_RUNTIME", DEFAULT_RUNTIME)
-    else:
-        path, handler, runtime = _fallback_zip(folder / "lambda.zip"), DEFAULT_HANDLER, DEFAULT_RUNTIME
-    return Path(path).read_bytes(), handler, runtime
+    """(zip bytes, handler, runtime) of the API Lambda (``backends.aws.lambda_package``)."""
+    path = build_lambda_zip(folder / "lambda.zip")
+    return Path(path).read_bytes(), LAMBDA_HANDLER, LAMBDA_RUNTIME
 
 
 class LambdaHttpApi:

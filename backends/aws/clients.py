@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from sentiflow.errors import ConfigError, SentiflowError
+from core.errors import ConfigError, SentiflowError
 
 if TYPE_CHECKING:
     import boto3
 
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 USER_AGENT = "sentiflow"
 

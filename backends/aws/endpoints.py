@@ -23,10 +23,10 @@ from backends.aws.packaging import create_model, ensure_inference_code, tag_dict
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.training import sagemaker_name
 from backends.base import EndpointInfo, LogLine, TeardownDecision
-from sentiflow.errors import SentiflowError
+from core.errors import SentiflowError
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 MANAGED_TAG = "sentiflow:managed"
 VERSION_TAG = "sentiflow:version"

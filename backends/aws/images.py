@@ -11,10 +11,10 @@ from __future__ import annotations
 import functools
 from typing import TYPE_CHECKING
 
-from sentiflow.errors import ConfigError
+from core.errors import ConfigError
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 
 @functools.lru_cache(maxsize=32)

@@ -1,4 +1,4 @@
-"""Build the API Lambda's deployment zip: the handler and the modules it imports, nothing else.
+"""Build the API Lambda's deployment zip: the ``lambda_fn`` package (exactly what the zip ships), nothing else.
 
 The zip is reproducible (sorted entries, fixed timestamps and permissions), so the same code gives the same
 bytes and the same ``CodeSha256``; an unchanged function need not be updated.
@@ -6,28 +6,25 @@ bytes and the same ``CodeSha256``; an unchanged function need not be updated.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import zipfile
 from pathlib import Path
 
-from sentiflow.errors import SentiflowError
-from sentiflow.io import atomic_path
+import lambda_fn
+from core.errors import SentiflowError
+from core.io import atomic_path
 
 #: The Lambda ``Handler`` setting for the zip built here.
 LAMBDA_HANDLER = "lambda_fn.handler.handler"
 #: The Lambda runtime the handler is written for.
 LAMBDA_RUNTIME = "python3.11"
 
-PACKAGE_DIR = Path(__file__).resolve().parent
-#: Files of ``lambda_fn`` that ship: the handler and its helpers (this build script does not).
-_EXCLUDED = {"packaging.py"}
+PACKAGE_DIR = Path(lambda_fn.__file__).resolve().parent
 _FIXED_TIME = (1980, 1, 1, 0, 0, 0)
 
 
 def lambda_sources() -> list[Path]:
     """The ``lambda_fn`` modules that go into the zip, sorted."""
-    return sorted(p for p in PACKAGE_DIR.glob("*.py") if p.name not in _EXCLUDED)
+    return sorted(PACKAGE_DIR.glob("*.py"))
 
 
 def build_lambda_zip(dest: Path) -> Path:
@@ -45,8 +42,3 @@ def build_lambda_zip(dest: Path) -> Path:
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, path.read_bytes())
     return dest
-
-
-def code_sha256(zip_path: Path) -> str:
-    """The zip's ``CodeSha256`` as AWS Lambda reports it (base64 of the raw sha256 digest)."""
-    return base64.b64encode(hashlib.sha256(Path(zip_path).read_bytes()).digest()).decode("ascii")

@@ -19,10 +19,10 @@ from backends.aws.clients import AwsClients, aws_errors, error_code, error_messa
 from backends.aws.images import pytorch_image_uri
 from backends.aws.storage import S3ArtifactStore
 from backends.base import LogLine
-from sentiflow.errors import ConfigError, SentiflowError
+from core.errors import ConfigError, SentiflowError
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 REQUIRED_CODE = ("code/inference.py", "code/requirements.txt")
 REQUIRED_MODEL = ("model.pth", "model_info.json", "word_dict.json", "preprocessing.json")
@@ -38,7 +38,7 @@ def archive_members(tar_path: Path) -> set[str]:
 
 
 def repack_with_code(tar_path: Path, dest: Path) -> Path:
-    """Unpack ``tar_path``, add ``code/`` (entry, model/, serve/, requirements); pack to ``dest``."""
+    """Unpack ``tar_path``, add ``code/`` (entry, model/, requirements); pack to ``dest``."""
     from model.artifact import pack_model_dir, unpack_model, write_inference_code
 
     with tempfile.TemporaryDirectory(prefix="sentiflow-repack-") as tmp:

@@ -5,7 +5,6 @@ the store needs ``head_object`` metadata (the sha256 of each object, so identica
 twice — ETags are not content hashes for multipart uploads) and exact control of keys, which ``S3Bucket``
 wraps behind its own ``bucket_folder`` and async-dispatch methods. Credentials from an ``AwsCredentials``
 block still apply, because the client comes from :class:`~backends.aws.clients.AwsClients`.
-:meth:`S3ArtifactStore.as_prefect_block` gives the equivalent ``S3Bucket`` block for Prefect result storage.
 """
 
 from __future__ import annotations
@@ -16,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from backends.aws.clients import AwsClients, aws_errors, error_code
-from sentiflow.errors import ConfigError, SentiflowError
-from sentiflow.io import sha256_file
+from core.errors import ConfigError, SentiflowError
+from core.io import sha256_file
 
 SHA256_METADATA = "sha256"  # stored as x-amz-meta-sha256
 
@@ -111,20 +110,6 @@ class S3ArtifactStore:
             raise
         return self.uri(key), True
 
-    def put_bytes(self, data: bytes, key: str, content_type: str = "application/octet-stream") -> str:
-        """Write a small object (reports, manifests) in one request; returns its URI."""
-        import hashlib
-
-        with aws_errors(f"writing {self.uri(key)}"):
-            self.s3.put_object(
-                Bucket=self.bucket,
-                Key=self.object_key(key),
-                Body=data,
-                ContentType=content_type,
-                Metadata={SHA256_METADATA: hashlib.sha256(data).hexdigest()},
-            )
-        return self.uri(key)
-
     def get_file(self, key: str, path: Path) -> Path:
         """Download to ``path`` atomically (temp sibling, then rename)."""
         path = Path(path)
@@ -142,10 +127,6 @@ class S3ArtifactStore:
             Path(tmp_name).unlink(missing_ok=True)
         return path
 
-    def get_bytes(self, key: str) -> bytes:
-        with aws_errors(f"reading {self.uri(key)}"):
-            return self.s3.get_object(Bucket=self.bucket, Key=self.object_key(key))["Body"].read()
-
     def list_keys(self, prefix: str) -> list[str]:
         """Store keys under ``prefix`` (sorted)."""
         root = self.object_key(prefix).rstrip("/") + "/"
@@ -158,11 +139,3 @@ class S3ArtifactStore:
     def list(self, prefix: str) -> list[str]:
         """Keys of the objects below ``prefix`` (same as the local store's ``list``)."""
         return self.list_keys(prefix)
-
-    def as_prefect_block(self) -> Any:
-        """An equivalent prefect-aws ``S3Bucket`` block (e.g. for Prefect result storage); not saved."""
-        from prefect_aws import AwsCredentials, S3Bucket
-
-        name = self.clients.settings.aws_credentials_block
-        credentials = AwsCredentials.load(name, _sync=True) if name else AwsCredentials(region_name=self.clients.region)
-        return S3Bucket(bucket_name=self.bucket, bucket_folder=self.prefix, credentials=credentials)

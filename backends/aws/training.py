@@ -8,14 +8,12 @@ reviewable, the request is easy to assert in tests, and no 1.6 s SDK import, IAM
 telemetry is needed. ``ModelTrainer`` would replace the container entrypoint with its own bash drivers
 uploaded as extra channels.
 
-The source bundle holds ``model/`` and ``serve/`` (so the training output can carry ``code/`` for inference),
+The source bundle holds ``model/`` (self-contained: the training output copies it into ``code/`` for inference),
 plus ``requirements.txt`` (nltk, beautifulsoup4) that the toolkit installs before running ``model/train.py``.
 """
 
 from __future__ import annotations
 
-import gzip
-import io
 import json
 import re
 import tarfile
@@ -29,15 +27,14 @@ from backends.aws.clients import AwsClients, aws_errors, error_code
 from backends.aws.images import pytorch_image_uri
 from backends.aws.storage import S3ArtifactStore
 from backends.base import LogLine, TrainingResult, TrainingSpec
-from model.artifact import requirements_txt
-from sentiflow.errors import ConfigError, SentiflowError
+from core.errors import ConfigError, SentiflowError
+from core.io import sha256_file
+from model.artifact import code_sources, requirements_txt, write_reproducible_tar
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 ENTRY_POINT = "model/train.py"
-SOURCE_PACKAGES = ("model", "serve")
 CODE_DIR = "/opt/ml/code"
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -68,28 +65,13 @@ def sagemaker_name(name: str, limit: int = 63) -> str:
     return clean[:limit].rstrip("-")
 
 
-def build_source_tarball(dest: Path, root: Path = PROJECT_ROOT) -> Path:
-    """Write ``sourcedir.tar.gz`` (model/, serve/, requirements.txt), byte-reproducible, to ``dest``."""
-    entry = root / ENTRY_POINT
-    if not entry.is_file():
-        raise SentiflowError(f"training entry point {entry} not found; reinstall sentiflow from its source tree")
-    files: list[tuple[str, bytes]] = []
-    for package in SOURCE_PACKAGES:
-        for path in sorted((root / package).rglob("*.py")):
-            if "__pycache__" not in path.parts:
-                files.append((path.relative_to(root).as_posix(), path.read_bytes()))
+def build_source_tarball(dest: Path) -> Path:
+    """Write ``sourcedir.tar.gz`` (the ``model`` package and requirements.txt), byte-reproducible, to ``dest``."""
+    files: list[tuple[str, Path | bytes]] = [(f"model/{path.name}", path) for path in code_sources()]
+    if ENTRY_POINT not in {name for name, _ in files}:
+        raise SentiflowError(f"training entry point {ENTRY_POINT} not found; reinstall sentiflow from its source tree")
     files.append(("requirements.txt", requirements_txt().encode()))
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with (
-        open(dest, "wb") as raw,
-        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as zipped,
-        tarfile.open(fileobj=zipped, mode="w", format=tarfile.PAX_FORMAT) as tar,
-    ):
-        for name, data in sorted(files):
-            info = tarfile.TarInfo(name)
-            info.size, info.mode, info.mtime = len(data), 0o644, 0
-            tar.addfile(info, io.BytesIO(data))
-    return dest
+    return write_reproducible_tar(dest, files)
 
 
 def encode_hyperparameters(values: dict[str, Any]) -> dict[str, str]:
@@ -257,8 +239,6 @@ class SageMakerTrainer:
 
     def stage_source(self) -> str:
         """Upload ``sourcedir.tar.gz`` under a content-addressed key (skipped when already there); its URI."""
-        from sentiflow.io import sha256_file
-
         with tempfile.TemporaryDirectory(prefix="sentiflow-src-") as tmp:
             tarball = build_source_tarball(Path(tmp) / "sourcedir.tar.gz")
             digest = sha256_file(tarball)[:16]

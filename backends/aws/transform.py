@@ -17,15 +17,15 @@ from backends.aws.packaging import create_model, ensure_inference_code, tag_list
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.training import sagemaker_name
 from backends.base import LogLine
-from sentiflow.errors import SentiflowError
-from sentiflow.io import sha256_text
+from core.errors import SentiflowError
+from core.io import sha256_text
 
 if TYPE_CHECKING:
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 FEATURES_FILE = "test_features.csv"
 MAX_PAYLOAD_MB = 6
-# serve.inference refuses more than SENTIFLOW_SERVE_MAX_REVIEWS rows per request (256 by default, meant for
+# model.inference refuses more than SENTIFLOW_SERVE_MAX_REVIEWS rows per request (256 by default, meant for
 # the online endpoint); a 6 MB MultiRecord batch holds thousands of rows, so batch transform lifts the limit.
 TRANSFORM_MAX_ROWS = 100_000
 TERMINAL = {"Completed", "Failed", "Stopped"}

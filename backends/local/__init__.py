@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from backends.base import Backend
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 
 def make_backend(settings: Settings) -> Backend:

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from backends.base import ApiInfo, EndpointInfo, LogLine
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.io import read_json
-from sentiflow.processes import pid_alive
+from core.config import Settings
+from core.errors import SentiflowError
+from core.io import read_json
+from core.processes import pid_alive
 from serve.gateway import (
     NO_TARGET,
     ApiTarget,

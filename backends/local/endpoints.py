@@ -32,19 +32,20 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
 import httpx
 import psutil
 
 from backends.base import EndpointInfo, LogLine, TeardownDecision
-from sentiflow.errors import SentiflowError
-from sentiflow.processes import pid_alive
-from sentiflow.registry import EndpointRecord, Registry, parse_time, utc_now
+from backends.local.registry import EndpointRecord, Registry, parse_time, utc_now
+from core.errors import SentiflowError
+from core.io import local_path
+from core.processes import pid_alive
 
 if TYPE_CHECKING:
     from backends.base import ArtifactStore
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 BACKEND = "local"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -128,9 +129,8 @@ class LocalEndpointManager:
 
     def _resolve_model(self, name: str, model_uri: str) -> str:
         """A local path ``sentiflow serve`` can load: a copy of the store object, or the path itself."""
-        parsed = urlparse(model_uri)
-        if parsed.scheme in ("", "file"):
-            path = Path(unquote(parsed.path) if parsed.scheme == "file" else model_uri).expanduser()
+        path = local_path(model_uri)
+        if path is not None:
             if path.exists():
                 return str(path.resolve())
             raise SentiflowError(

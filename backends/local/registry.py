@@ -26,15 +26,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sentiflow.errors import SentiflowError
+from backends.base import EndpointInfo
+from core.errors import SentiflowError
 
 if TYPE_CHECKING:
-    from backends.base import EndpointInfo
-    from sentiflow.config import Settings
+    from core.config import Settings
 
 DB_NAME = "endpoints.db"
 DELETED = "Deleted"
-ACTIVE_STATUSES = ("Creating", "InService", "Failed", "Deleting")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -124,8 +123,6 @@ class EndpointRecord:
 
     def to_info(self, **extra: Any) -> EndpointInfo:
         """The backend-neutral :class:`backends.base.EndpointInfo` view of this row."""
-        from backends.base import EndpointInfo
-
         details: dict[str, Any] = {"backend": self.backend, "port": self.port, "pid": self.pid}
         details.update(extra)
         return EndpointInfo(
@@ -333,20 +330,6 @@ class Registry:
                 raise SentiflowError(f"no model version {version} in {self.path}; see `sentiflow endpoints list`")
             row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
         return self._model(row)
-
-    def get_model(self, version: int) -> ModelVersion | None:
-        with self._read() as conn:
-            row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
-        return None if row is None else self._model(row)
-
-    def list_models(self, promoted_only: bool = False) -> list[ModelVersion]:
-        """Model versions, lowest first."""
-        query = "SELECT * FROM models"
-        if promoted_only:
-            query += " WHERE promoted_at IS NOT NULL"
-        with self._read() as conn:
-            rows = conn.execute(query + " ORDER BY version").fetchall()
-        return [self._model(row) for row in rows]
 
     def current_model(self) -> ModelVersion | None:
         """The most recently promoted model version, or None if nothing was ever promoted."""

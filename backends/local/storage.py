@@ -1,4 +1,4 @@
-"""The local artifact store: a folder under ``SENTIFLOW_HOME`` described by a Prefect ``LocalFileSystem`` block.
+"""The local artifact store: a folder under ``SENTIFLOW_HOME`` (``<home>/store``).
 
 Keys are ``/``-separated paths below the root; URIs are ``file://`` URLs. Writes are atomic and skipped when an
 object with the same content is already there.
@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import urlparse
 
-from sentiflow.errors import SentiflowError
-from sentiflow.io import atomic_path, sha256_file
+from core.errors import SentiflowError
+from core.io import atomic_path, local_path, sha256_file
 
 
 class LocalArtifactStore:
@@ -19,12 +19,6 @@ class LocalArtifactStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root).resolve()
-
-    def block(self):  # noqa: ANN201 - prefect type imported lazily
-        """The Prefect filesystem block for this store (save it to use it as result storage)."""
-        from prefect.filesystems import LocalFileSystem
-
-        return LocalFileSystem(basepath=str(self.root))
 
     def path(self, key: str) -> Path:
         """Local path of ``key``; refuses keys that would leave the store."""
@@ -37,10 +31,10 @@ class LocalArtifactStore:
         return self.path(key).as_uri()
 
     def key_from_uri(self, uri: str) -> str:
-        parsed = urlparse(uri)
-        if parsed.scheme != "file":
+        path = local_path(uri) if urlparse(uri).scheme == "file" else None
+        if path is None:
             raise SentiflowError(f"{uri!r} is not a local store URI (file://); was it made by the aws backend?")
-        path = Path(unquote(parsed.path)).resolve()
+        path = path.resolve()
         if path != self.root and self.root not in path.parents:
             raise SentiflowError(f"{uri!r} is outside the local store {self.root}")
         return path.relative_to(self.root).as_posix()

@@ -21,14 +21,13 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 from backends.base import ArtifactStore, LogLine, TrainingResult, TrainingSpec
+from core.config import Settings
+from core.errors import ConfigError, SentiflowError
+from core.io import atomic_write_json, local_path, read_json
 from model.artifact import pack_model_dir
 from model.train import EPOCH_LINE
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError, SentiflowError
-from sentiflow.io import atomic_write_json, read_json
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 TRAIN_SCRIPT = PROJECT_ROOT / "model" / "train.py"
@@ -46,10 +45,9 @@ def hyperparameter_flags(hyperparameters: dict[str, Any]) -> list[str]:
 
 def _channel_dir(uri: str) -> Path:
     """The local folder behind a channel URI (``file://`` or a plain path)."""
-    parsed = urlparse(uri)
-    if parsed.scheme not in ("", "file"):
+    path = local_path(uri)
+    if path is None:
         raise ConfigError(f"channel URI {uri!r} is not local (file://); the local backend trains on local channels")
-    path = Path(unquote(parsed.path) if parsed.scheme else uri)
     if not path.is_dir():
         raise SentiflowError(f"channel folder {path} (from {uri}) does not exist; rerun `sentiflow data prepare`")
     return path

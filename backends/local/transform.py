@@ -17,8 +17,8 @@ from typing import Any
 
 from backends.base import LogLine
 from backends.local.storage import LocalArtifactStore
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
+from core.config import Settings
+from core.errors import SentiflowError
 
 CSV = "text/csv"
 
@@ -33,7 +33,7 @@ class LocalBatchTransformer:
 
     def transform(self, model_uri: str, input_uri: str, output_prefix: str, log: LogLine) -> str:
         """Score every line of every file under ``input_uri``; returns the URI of the output prefix."""
-        from serve.inference import model_fn
+        from model.inference import model_fn
 
         input_keys = self._input_keys(input_uri)
         output_key = (self.store.key_from_uri(output_prefix) if "://" in output_prefix else output_prefix).strip("/")
@@ -72,7 +72,7 @@ class LocalBatchTransformer:
             raise SentiflowError(f"model {model_uri} cannot be used for batch transform: {error}") from None
 
     def _transform_file(self, model: Any, source: Path, target: Path, source_uri: str) -> int:
-        from serve.inference import BadRequest, input_fn, output_fn, predict_fn
+        from model.inference import BadRequest, input_fn, output_fn, predict_fn
 
         target.parent.mkdir(parents=True, exist_ok=True)
         count = 0

@@ -2,7 +2,7 @@
 
 Each module in this package adds its commands through ``register(app)``; heavy imports (torch, prefect, boto3)
 happen inside the commands so that ``sentiflow --help`` stays fast. Errors the user can fix
-(:class:`sentiflow.errors.SentiflowError`) are printed on one line with exit code 2 — never a traceback.
+(:class:`core.errors.SentiflowError`) are printed on one line with exit code 2 — never a traceback.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 import typer
 
-from sentiflow.errors import SentiflowError
+from core.errors import SentiflowError
 
 app = typer.Typer(
     name="sentiflow",

@@ -17,7 +17,7 @@ def api(
     host: Annotated[str, typer.Option(help="Interface to bind (keep it on loopback).")] = "127.0.0.1",
 ) -> None:
     """Serve the page at / and POST /predict, pointed at the endpoint the last deploy chose."""
-    from sentiflow.config import get_settings
+    from core.config import get_settings
     from serve.gateway import GatewayServer, api_state_path, read_api_target, run_gateway
 
     settings = get_settings()

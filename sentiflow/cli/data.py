@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from sentiflow.config import get_settings
-from sentiflow.runtime import configure_environment, configure_flow_run
+from core.config import get_settings
+from sentiflow.ops.runtime import configure_environment, configure_flow_run
 
 SourceOption = Annotated[
     str | None,
@@ -68,8 +68,8 @@ def validate(
     """Run the Great Expectations suite on an extracted aclImdb folder; exit 1 if any check fails."""
     settings = get_settings()
     configure_environment(settings)
-    from tasks.data.extract import load_aclimdb_dir
-    from tasks.validate import validate_dataset
+    from tasks.data.load import load_aclimdb_dir
+    from tasks.data.validate import validate_dataset
 
     report_dir = report_dir or settings.runs_dir / "validate-dir"
     report = validate_dataset(load_aclimdb_dir(directory), settings, report_dir, source=str(directory))

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from sentiflow.config import get_settings
-from sentiflow.runtime import configure_environment
+from core.config import get_settings
+from sentiflow.ops.runtime import configure_environment
 
 if TYPE_CHECKING:
     from backends.base import EndpointInfo
@@ -38,7 +38,7 @@ def _short_time(value: str | None) -> str | None:
     """``2025-01-31T12:00:00.123+00:00`` → ``2025-01-31 12:00:00Z``."""
     if not value:
         return None
-    from sentiflow.registry import parse_time
+    from backends.local.registry import parse_time
 
     parsed = parse_time(value)
     return parsed.strftime("%Y-%m-%d %H:%M:%SZ") if parsed else value

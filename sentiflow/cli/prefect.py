@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from sentiflow.config import get_settings
+from core.config import get_settings
 
 prefect_app = typer.Typer(
     name="prefect",
@@ -34,7 +34,7 @@ LimitOption = Annotated[
 
 
 def _echo_server(api_url: str) -> None:
-    from sentiflow.prefect_ops.server import ui_url_for
+    from sentiflow.ops.server import ui_url_for
 
     typer.echo(f"Prefect API: {api_url}")
     typer.echo(f"Prefect UI:  {ui_url_for(api_url)}")
@@ -49,7 +49,7 @@ def server_command(
     timeout: TimeoutOption = 120.0,
 ) -> None:
     """Start a Prefect server in the background (database under SENTIFLOW_HOME/prefect) and wait for it."""
-    from sentiflow.prefect_ops.server import start_server
+    from sentiflow.ops.server import start_server
 
     info = start_server(get_settings(), host=host, port=port, ui=not no_ui, timeout=timeout)
     typer.echo(f"Prefect server running (pid {info.pid}, log {info.log_path})")
@@ -65,7 +65,7 @@ def deploy_command(
     ] = None,
 ) -> None:
     """Create or update the work pool, result storage, deployments, notification block and automations."""
-    from sentiflow.prefect_ops.deploy import deploy_all
+    from sentiflow.ops.deploy import deploy_all
 
     report = deploy_all(get_settings(), project_dir=project_dir, prefect_file=prefect_file, names=name or ())
     typer.echo(f"work pool {report.work_pool} ({'created' if report.pool_created else 'exists'})")
@@ -84,7 +84,7 @@ def deploy_command(
 @prefect_app.command("worker")
 def worker_command(limit: LimitOption = None) -> None:
     """Start a worker for the sentiflow-local process pool in the background."""
-    from sentiflow.prefect_ops.worker import start_worker
+    from sentiflow.ops.worker import start_worker
 
     info = start_worker(get_settings(), limit=limit)
     typer.echo(f"worker {info.name} polling pool {info.pool} (pid {info.pid}, log {info.log_path})")
@@ -99,9 +99,9 @@ def up_command(
     limit: LimitOption = None,
 ) -> None:
     """Server, pool, deployments, notification block, automations and a worker — in one command."""
-    from sentiflow.prefect_ops.deploy import deploy_all
-    from sentiflow.prefect_ops.server import start_server
-    from sentiflow.prefect_ops.worker import start_worker
+    from sentiflow.ops.deploy import deploy_all
+    from sentiflow.ops.server import start_server
+    from sentiflow.ops.worker import start_worker
 
     settings = get_settings()
     server = start_server(settings, host=host, port=port, timeout=timeout)
@@ -117,8 +117,8 @@ def up_command(
 @prefect_app.command("down")
 def down_command() -> None:
     """Stop the worker, then the server (gracefully; killed after 30 s)."""
-    from sentiflow.prefect_ops.server import stop_server
-    from sentiflow.prefect_ops.worker import stop_worker
+    from sentiflow.ops.server import stop_server
+    from sentiflow.ops.worker import stop_worker
 
     settings = get_settings()
     worker = stop_worker(settings)
@@ -130,8 +130,8 @@ def down_command() -> None:
 @prefect_app.command("status")
 def status_command() -> None:
     """Show whether the managed server and worker run, and where the UI is."""
-    from sentiflow.prefect_ops.server import is_healthy, prefect_home, read_server
-    from sentiflow.prefect_ops.worker import read_worker
+    from sentiflow.ops.server import is_healthy, prefect_home, read_server
+    from sentiflow.ops.worker import read_worker
 
     settings = get_settings()
     server = read_server(settings)

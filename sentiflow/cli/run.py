@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
+from core.config import get_settings
 from sentiflow.cli.data import PerClassOption, Sha256Option, SourceOption, print_data_summary
-from sentiflow.config import get_settings
-from sentiflow.runtime import configure_flow_run
+from sentiflow.ops.runtime import configure_flow_run
 
 
 def print_pipeline_summary(summary: dict[str, Any]) -> None:

@@ -36,10 +36,10 @@ def serve(
     """Serve a model: GET /ping, GET /stats, POST /invocations, POST /endpoints/NAME/invocations."""
     import torch
 
-    from sentiflow.config import get_settings
-    from sentiflow.errors import SentiflowError
-    from serve.artifacts import resolve_model_dir
-    from serve.inference import model_fn
+    from backends.models import resolve_model_dir
+    from core.config import get_settings
+    from core.errors import SentiflowError
+    from model.inference import model_fn
     from serve.server import EndpointServer, run
 
     torch.set_num_threads(torch_threads)  # one OpenMP team per handler thread would oversubscribe the cores

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 import typer
 
+from core.config import get_settings
 from sentiflow.cli.data import Sha256Option, SourceOption, print_data_summary
-from sentiflow.config import get_settings
-from sentiflow.runtime import configure_flow_run
+from sentiflow.ops.runtime import configure_flow_run
 
 
 def _option(flag: str, help_text: str, **limits: Any) -> Any:

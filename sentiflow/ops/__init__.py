@@ -1,8 +1,8 @@
 """Operating sentiflow with Prefect: a local server, the work pool and worker, deployments, result storage,
-failure notifications, automations and the human approval gate.
+failure notifications, automations, and the process set-up CLI commands need before running a flow (``runtime``).
 
 Every module here imports Prefect lazily enough for ``sentiflow --help`` to stay fast; the names below are the
-contract with ``prefect.yaml`` and the flows.
+contract with ``prefect.yaml``. The event and run-label vocabulary the flows share lives in ``core.events``.
 """
 
 from __future__ import annotations
@@ -18,11 +18,6 @@ NOTIFY_BLOCK = "sentiflow-notify"
 
 FAILURE_AUTOMATION = "sentiflow-notify-on-failure"
 ZOMBIE_AUTOMATION = "sentiflow-crash-zombie-runs"
-
-FAILED_TASK_LABEL = "sentiflow.failed-task"
-"""Flow-run label set by ``tasks.policies.report_task_failure``: the name of the task run that failed."""
-FAILED_ERROR_LABEL = "sentiflow.failed-error"
-"""Flow-run label set by ``tasks.policies.report_task_failure``: ``ExceptionType: message`` (truncated)."""
 
 HEARTBEAT_SECONDS = 30
 """``PREFECT_FLOWS_HEARTBEAT_FREQUENCY`` for worker-run flows (the minimum Prefect accepts)."""

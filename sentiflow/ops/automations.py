@@ -13,8 +13,8 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID
 
-from sentiflow.prefect_ops import FAILURE_AUTOMATION, ZOMBIE_AFTER_SECONDS, ZOMBIE_AUTOMATION
-from sentiflow.prefect_ops.notifications import FAILURE_BODY, FAILURE_SUBJECT
+from sentiflow.ops import FAILURE_AUTOMATION, ZOMBIE_AFTER_SECONDS, ZOMBIE_AUTOMATION
+from sentiflow.ops.notifications import FAILURE_BODY, FAILURE_SUBJECT
 
 if TYPE_CHECKING:
     from prefect.events.schemas.automations import AutomationCore

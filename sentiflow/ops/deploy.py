@@ -16,16 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import UUID
 
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError, SentiflowError
-from sentiflow.prefect_ops import (
+from core.config import Settings
+from core.errors import ConfigError, SentiflowError
+from sentiflow.ops import (
     FAILURE_AUTOMATION,
     HEARTBEAT_SECONDS,
     WORK_POOL,
     ZOMBIE_AFTER_SECONDS,
     ZOMBIE_AUTOMATION,
 )
-from sentiflow.prefect_ops.server import (
+from sentiflow.ops.server import (
     client_env,
     prefect_executable,
     prefect_home,
@@ -90,7 +90,7 @@ def render_prefect_file(settings: Settings, source: Path, target: Path) -> Path:
     """
     import yaml
 
-    from sentiflow.io import atomic_write_text
+    from core.io import atomic_write_text
 
     try:
         config = yaml.safe_load(source.read_text(encoding="utf-8")) or {}
@@ -189,13 +189,13 @@ def list_deployments(pool: str = WORK_POOL) -> list[str]:
 
 def ensure_automations(settings: Settings, report: DeployReport) -> None:
     """Notification block + failure automation (when ``notify_url`` is set) and the zombie automation."""
-    from sentiflow.prefect_ops.automations import (
+    from sentiflow.ops.automations import (
         delete_automation,
         failure_automation,
         upsert_automation,
         zombie_automation,
     )
-    from sentiflow.prefect_ops.notifications import save_notification_block
+    from sentiflow.ops.notifications import save_notification_block
 
     if settings.notify_url:
         report.notify_block_id = save_notification_block(settings.notify_url)
@@ -213,8 +213,8 @@ def deploy_all(
     names: Sequence[str] = (),
 ) -> DeployReport:
     """Create or update the pool, result storage, deployments, notification block and automations."""
-    from sentiflow.prefect_ops.server import is_healthy
-    from sentiflow.prefect_ops.storage import ensure_result_storage
+    from sentiflow.ops.server import is_healthy
+    from sentiflow.ops.storage import ensure_result_storage
 
     project_dir = find_project_dir(project_dir)
     api_url = (api_url or resolve_api_url(settings)).rstrip("/")

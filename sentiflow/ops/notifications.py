@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from uuid import UUID
 
-from sentiflow.errors import ConfigError
-from sentiflow.prefect_ops import FAILED_ERROR_LABEL, FAILED_TASK_LABEL, NOTIFY_BLOCK
+from core.errors import ConfigError
+from core.events import FAILED_ERROR_LABEL, FAILED_TASK_LABEL
+from sentiflow.ops import NOTIFY_BLOCK
 
 if TYPE_CHECKING:
     from prefect.blocks.abstract import NotificationBlock
@@ -86,7 +87,7 @@ def notification_block_for(url: str) -> NotificationBlock:
 def save_notification_block(url: str, name: str = NOTIFY_BLOCK) -> UUID:
     """Create or update the notification block for ``url``; returns its block-document id.
 
-    Must run with the Prefect API of the target server configured (see ``prefect_ops.deploy.use_api``).
+    Must run with the Prefect API of the target server configured (see ``sentiflow.ops.deploy.use_api``).
     """
     block = notification_block_for(url)
     return block.save(name, overwrite=True)

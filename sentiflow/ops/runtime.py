@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
+from core.config import Settings
+from core.errors import SentiflowError
 
 
 def configure_environment(settings: Settings) -> None:
@@ -22,7 +22,7 @@ def configure_environment(settings: Settings) -> None:
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
-        from sentiflow.prefect_ops.server import read_server
+        from sentiflow.ops.server import read_server
 
         running = read_server(settings)
         if running is not None:
@@ -37,7 +37,7 @@ def configure_flow_run(settings: Settings) -> None:
     block (``<SENTIFLOW_HOME>/prefect-results``, or S3 on aws) that the worker's runs use too, so finished stages
     are reused across CLI and deployment runs alike."""
     configure_environment(settings)
-    from sentiflow.prefect_ops.storage import ensure_result_storage
+    from sentiflow.ops.storage import ensure_result_storage
 
     ensure_result_storage(settings)
     quiet_user_error_tracebacks()

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import httpx
 
-from sentiflow import processes
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError, SentiflowError
+from core import processes
+from core.config import Settings
+from core.errors import ConfigError, SentiflowError
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 4200

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError
-from sentiflow.prefect_ops import RESULT_STORAGE_BLOCK
+from core.config import Settings
+from core.errors import ConfigError
+from sentiflow.ops import RESULT_STORAGE_BLOCK
 
 
 def local_results_dir(settings: Settings) -> Path:

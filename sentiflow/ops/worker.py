@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from sentiflow import processes
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.prefect_ops import WORK_POOL
-from sentiflow.prefect_ops.server import client_env, prefect_executable, prefect_home, resolve_api_url
+from core import processes
+from core.config import Settings
+from core.errors import SentiflowError
+from sentiflow.ops import WORK_POOL
+from sentiflow.ops.server import client_env, prefect_executable, prefect_home, resolve_api_url
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Stage 1 — download the IMDB archive from http(s), file://, a plain path or s3://, verified by hash.
 
 Downloads are cached by source and expected hash, so a rerun downloads nothing. A file that fails its hash is
-deleted and reported, never used. Writes are atomic.
+deleted and reported, never used. Writes are atomic. :func:`download_archive` does the work; ``download_task`` is
+the Prefect stage around it.
 """
 
 from __future__ import annotations
@@ -13,9 +14,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from sentiflow.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL, Settings
-from sentiflow.errors import DataError, SentiflowError
-from sentiflow.io import atomic_path, atomic_write_json, file_digest, read_json
+from prefect import task
+from prefect.logging import get_run_logger
+
+from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL, Settings
+from core.errors import DataError, SentiflowError
+from core.io import atomic_path, atomic_write_json, file_digest, local_path, read_json
+from tasks.policies import NETWORK_RETRIES, STAGE_CACHE_POLICY
 
 
 @dataclass(frozen=True)
@@ -73,7 +78,7 @@ def _fetch_s3(source: str, target: Path) -> None:
 
 
 def _fetch_file(source: str, target: Path) -> None:
-    path = Path(unquote(urlparse(source).path)) if source.startswith("file://") else Path(source).expanduser()
+    path = local_path(source) or Path(source).expanduser()
     if not path.is_file():
         raise DataError(f"data source {source!r} does not exist; pass --source with an archive path or URL")
     with atomic_path(target) as tmp:
@@ -121,3 +126,24 @@ def download_archive(settings: Settings, source: str | None = None, sha256: str 
     size = target.stat().st_size
     atomic_write_json(record, {"source": source, "sha256": digest, "size": size, "pinned": pinned})
     return DownloadedArchive(str(target), source, digest, size, False, time.perf_counter() - started)
+
+
+# --- the Prefect task ----------------------------------------------------------------------------------
+
+
+@task(
+    name="download",
+    cache_policy=STAGE_CACHE_POLICY,
+    persist_result=True,
+    timeout_seconds=3600,
+    **NETWORK_RETRIES,
+)
+def download_task(settings: Settings, source: str | None, sha256: str | None) -> DownloadedArchive:
+    """Fetch and verify the IMDB archive (cached by source + hash)."""
+    logger = get_run_logger()
+    result = download_archive(settings, source, sha256)
+    if result.cached:
+        logger.info("download: cache hit for %s (%s, %.1f MB)", result.source, result.sha256[:12], result.size / 1e6)
+    else:
+        logger.info("download: fetched %s in %.1f s (sha256 %s)", result.source, result.seconds, result.sha256)
+    return result

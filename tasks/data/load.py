@@ -3,7 +3,8 @@
 The archive is streamed member by member straight into memory, so nothing from it is ever written to disk:
 path traversal and links cannot escape anywhere. Members that would be unsafe to extract (absolute paths, ``..``,
 links, devices) are refused with a clear error, as is any review file that does not follow the
-``{train,test}/{pos,neg}/ID_RATING.txt`` naming.
+``{train,test}/{pos,neg}/ID_RATING.txt`` naming. ``load_task`` (the Prefect stage) writes the table once per
+archive hash to ``<cache>/datasets/<sha256 prefix>/reviews.parquet``.
 """
 
 from __future__ import annotations
@@ -14,8 +15,14 @@ import zlib
 from pathlib import Path, PurePosixPath
 
 import pandas as pd
+from prefect import task
+from prefect.logging import get_run_logger
 
-from sentiflow.errors import DataError
+from core.config import Settings
+from core.errors import DataError
+from core.io import atomic_path
+from tasks.data.download import DownloadedArchive
+from tasks.policies import LOCAL_RETRIES, STAGE_OPTIONS
 
 COLUMNS = ["split", "label", "id", "rating", "review"]
 _REVIEW_PATH = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/([^/]+)$")
@@ -97,3 +104,25 @@ def load_aclimdb_dir(directory: Path) -> pd.DataFrame:
         if _REVIEW_PATH.search(relative):
             rows.append(_row(relative, path.read_bytes()))
     return _frame(rows, f"folder {base}")
+
+
+# --- the Prefect task ----------------------------------------------------------------------------------
+
+
+def dataset_path(settings: Settings, archive_sha256: str) -> Path:
+    return settings.cache_dir / "datasets" / archive_sha256[:20] / "reviews.parquet"
+
+
+@task(name="load-dataset", **STAGE_OPTIONS, **LOCAL_RETRIES)
+def load_task(settings: Settings, archive: DownloadedArchive) -> str:
+    """Read the aclImdb layout from the archive into ``reviews.parquet`` (cached by the archive's hash)."""
+    logger = get_run_logger()
+    target = dataset_path(settings, archive.sha256)
+    if target.is_file():
+        logger.info("load: cache hit %s", target)
+        return str(target)
+    frame = load_archive(Path(archive.path))
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False)
+    logger.info("load: %d reviews → %s", len(frame), target)
+    return str(target)

@@ -10,6 +10,8 @@ Layout (see DEVELOPERS.md)::
     <key>/validation/validation.csv
     <key>/test/test.csv  test_features.csv  test_labels.csv
     <key>/manifest.json
+
+:func:`prepare_channels` does the work; ``prepare_task`` is the Prefect stage around it.
 """
 
 from __future__ import annotations
@@ -25,9 +27,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
+from prefect import task
+from prefect.artifacts import create_table_artifact
+from prefect.logging import get_run_logger
 
-from sentiflow.config import Settings
-from sentiflow.io import atomic_dir, atomic_write_json, read_json, sha256_file
+from core.config import Settings
+from core.io import atomic_dir, atomic_write_json, read_json, sha256_file
+from tasks.policies import LOCAL_RETRIES, STAGE_OPTIONS
 
 CHANNEL_FILES = {
     "train": ("train.csv", "word_dict.json", "preprocessing.json"),
@@ -163,3 +169,32 @@ def prepare_channels(
     return ChannelSet(
         str(root), key, False, manifest["counts"], manifest["vocabulary_size"], time.perf_counter() - started
     )
+
+
+# --- the Prefect task ----------------------------------------------------------------------------------
+
+
+@task(name="prepare-channels", **STAGE_OPTIONS, **LOCAL_RETRIES)
+def prepare_task(
+    settings: Settings, dataset: str, archive_sha256: str, max_reviews_per_class: int | None
+) -> ChannelSet:
+    """Tokenize, build the vocabulary and write the train/validation/test channels (cached)."""
+    logger = get_run_logger()
+    channels = prepare_channels(pd.read_parquet(dataset), archive_sha256, settings, max_reviews_per_class)
+    if channels.cached:
+        logger.info("preprocess: cache hit %s — no preprocessing work done", channels.root)
+    else:
+        rate = sum(channels.counts.values()) / max(channels.seconds, 1e-9)
+        logger.info(
+            "preprocess: %s in %.1f s (%.0f reviews/s) → %s",
+            channels.counts,
+            channels.seconds,
+            rate,
+            channels.root,
+        )
+    create_table_artifact(
+        key="channels",
+        table=[{"channel": name, "rows": rows} for name, rows in channels.counts.items()],
+        description=f"Training channels {channels.key} (vocabulary {channels.vocabulary_size})",
+    )
+    return channels

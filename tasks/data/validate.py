@@ -3,9 +3,9 @@
 The table has one row per review file — ``split, label, id, rating, review``. :func:`build_suite` declares
 what a sound aclImdb dataset looks like, :func:`validate_dataset` runs it in an ephemeral GX context (no
 files, no network, no progress bars) and writes ``validation.json`` plus GX's Data Docs into the run's
-folder, :func:`raise_for_failures` turns a failed report into one :class:`~sentiflow.errors.DataError` that
+folder, :func:`raise_for_failures` turns a failed report into one :class:`~core.errors.DataError` that
 names every failed check with its observed value, and :func:`validation_markdown` renders the Prefect
-artifact.
+artifact; ``validate_task`` is the Prefect stage around them.
 
 ``great_expectations`` takes seconds to import, so it is imported on first use, not with this module.
 """
@@ -19,10 +19,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
+from prefect import task
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
 
-from sentiflow.config import Settings
-from sentiflow.errors import DataError
-from sentiflow.io import atomic_dir, atomic_write_json
+from core.config import Settings
+from core.errors import DataError
+from core.io import atomic_dir, atomic_write_json
+from tasks.policies import NO_RETRIES, STAGE_CACHE_POLICY
 
 if TYPE_CHECKING:
     from great_expectations import ExpectationSuite
@@ -386,3 +390,20 @@ def validation_markdown(report: ValidationReport) -> str:
     if report.data_docs_index is not None:
         lines += ["", f"Data Docs: `{report.data_docs_index}`"]
     return "\n".join(lines) + "\n"
+
+
+# --- the Prefect task ----------------------------------------------------------------------------------
+
+
+# Keyed on the dataset and settings, not on where this run writes its report: a cache hit returns the earlier
+# report's location.
+@task(name="validate-dataset", cache_policy=STAGE_CACHE_POLICY - "report_dir", persist_result=True, **NO_RETRIES)
+def validate_task(settings: Settings, dataset: str, report_dir: str) -> dict:
+    """Run the Great Expectations suite; stop the flow with every failed expectation named."""
+    report = validate_dataset(pd.read_parquet(dataset), settings, Path(report_dir), source=dataset)
+    create_markdown_artifact(
+        key="data-validation", markdown=validation_markdown(report), description="IMDB dataset validation"
+    )
+    raise_for_failures(report)
+    get_run_logger().info("validate: all %d checks passed (report in %s)", len(report.results), report_dir)
+    return {"checks": len(report.results), "report_dir": report_dir}
