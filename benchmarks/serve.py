@@ -36,7 +36,7 @@ def load_reviews(parquet: Path | None, count: int, seed: int) -> list[str]:
         reviews = frame.loc[frame["split"] == "test", "review"].tolist()
         rng.shuffle(reviews)
         return (reviews * (count // max(1, len(reviews)) + 1))[:count]
-    from tests.synthetic import synthetic_review
+    from tests.fixtures.synthetic import synthetic_review
 
     return [synthetic_review(rng, rng.random() < 0.5) * 4 for _ in range(count)]  # ≈ IMDB length
 

@@ -1,11 +1,43 @@
 #!/usr/bin/env bash
-# The README's test command (`make test`) runs this: it starts a Prefect server (with its UI) on 127.0.0.1 for the
-# whole session, runs pytest, and stops the server on exit. The other services start inside the test session:
-# a moto server on 127.0.0.1 standing in for AWS (in-process, so the tests can play SageMaker's jobs), Prefect
-# workers, endpoint and API servers, and Debian's Chromium (installed by .ci/run) for the browser tests.
-# Bare `pytest` works too: the fixtures then start their own Prefect server.
+# The README's test command (`make test`) runs this: it makes sure Debian's Chromium is there for the browser
+# tests (installing it when it runs as root with apt-get, else saying loudly that those tests will be skipped),
+# starts a Prefect server (with its UI) on 127.0.0.1 for the whole session, runs pytest, and stops the server on
+# exit. The other services start inside the test session: a moto server on 127.0.0.1 standing in for AWS
+# (in-process, so the tests can play SageMaker's jobs), Prefect workers, endpoint and API servers, the browser.
+# Only tests marked e2e talk to the Prefect server (they request the `prefect_api` fixture); unit tests get no
+# Prefect API at all. Bare `pytest` works too: the fixtures then start their own Prefect server when needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+chromium=${SENTIFLOW_CHROMIUM:-/usr/bin/chromium}
+browser_warning=""
+if [ ! -x "$chromium" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "Chromium not found at $chromium: installing it for the browser tests (apt-get install -y chromium)"
+    export DEBIAN_FRONTEND=noninteractive
+    if ! { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }; then
+      browser_warning="apt-get could not install chromium (see the apt output above)"
+    fi
+  elif [ "$(id -u)" != 0 ]; then
+    browser_warning="it is not installed and this script is not running as root, so it cannot install it"
+  else
+    browser_warning="it is not installed and apt-get is not available to install it"
+  fi
+  if [ -z "$browser_warning" ] && [ ! -x "$chromium" ]; then
+    browser_warning="apt-get ran but $chromium is still missing (set SENTIFLOW_CHROMIUM to the browser's path)"
+  fi
+fi
+warn_browser() {
+  [ -n "$browser_warning" ] || return 0
+  {
+    echo "################################################################################################"
+    echo "# WARNING: no Chromium at $chromium: $browser_warning."
+    echo "# The browser tests (tests/web/, and the page test in tests/flows/test_pipeline.py) are SKIPPED."
+    echo "# Install it with \`sudo apt-get install -y chromium\` (or point SENTIFLOW_CHROMIUM at one) and rerun."
+    echo "################################################################################################"
+  } >&2
+}
+warn_browser
 
 work=$(mktemp -d -t sentiflow-tests.XXXXXX)
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
@@ -30,6 +62,7 @@ cleanup() {
   fi
   prefect server stop >/dev/null 2>&1 || true
   rm -rf "$work"
+  warn_browser
   exit $status
 }
 trap cleanup EXIT
@@ -42,4 +75,6 @@ if ! prefect server status --wait --timeout 90 >/dev/null; then
   exit 1
 fi
 
-pytest "$@"
+# The session's e2e fixtures point this process's Prefect client at the server (SENTIFLOW_TEST_PREFECT_API_URL);
+# pytest itself starts without PREFECT_API_URL, so a unit test cannot reach the server by accident.
+env -u PREFECT_API_URL -u PREFECT_UI_API_URL pytest "$@"

@@ -3,7 +3,7 @@
 Blue/green, as the pipeline wires it::
 
     candidate = deploy_endpoint_task(settings, model_uri, accuracy)      # a NEW endpoint, InService (healthy)
-    parity_ok = <tasks.evaluate parity check against candidate>           # serving engineer's stage
+    parity_ok = parity["passed"]                                         # tasks/parity.py, before the gate
     promote_endpoint_task(settings, candidate, parity_ok)                 # API → candidate, old ones drained
 
 * Endpoint names carry the model version: ``sentiflow-v{version}-{shortid}``; every deployed model artifact

@@ -1,42 +1,39 @@
-"""Shared fixtures: settings in a temporary home, the shared IMDB mirror (skipped when absent), synthetic data."""
+"""The test session: which fixture modules load, the ``settings`` fixture, and the guard that keeps unit tests
+off servers and off the network.
+
+Fixture modules live in ``tests/fixtures/`` (data, tiny model, browser, local servers, aws/moto, Prefect). A test
+that starts a server (Prefect, moto, an endpoint, the API gateway, a browser) or runs a whole flow is marked
+``e2e`` and requests what it needs (``prefect_api``, ``moto_world``, ``local``, ``browser`` …). Every other test
+is a unit test: it gets no Prefect API, Prefect may not start a temporary ("ephemeral") server for it, and it
+may neither listen on a TCP port nor connect beyond 127.0.0.1 — so one that needs a server fails fast instead.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import os
+import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sentiflow.config import Settings
-from tests.browser import CHROMIUM, CHROMIUM_ARGS
-from tests.synthetic import write_archive
+# Before anything imports Prefect: never a temporary server (PREFECT_SERVER_ALLOW_EPHEMERAL_MODE is its alias).
+os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
 
-# The moto server and the aws "world" (tests/aws_fixtures.py), and the real Prefect server, worker and notification
-# receiver (tests/prefect_ops/fixtures.py), for tests in any folder.
-pytest_plugins = ["tests.aws_fixtures", "tests.prefect_ops.fixtures"]
+from core.config import Settings  # noqa: E402
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SENTIFLOW_SHARED_DATA", PROJECT_ROOT.parent / "shared" / "data"))
-IMDB_MIRROR = SHARED_DATA / "aclImdb_v1_labeled.tar.gz"
-IMDB_MIRROR_SHA256 = "fc132c2a23a4d23eec474b518907765dbc9c59e648c1e57ac8010670238ed697"
-NLTK_DATA = SHARED_DATA / "nltk_data"
-
-
-@pytest.fixture(scope="session")
-def imdb_archive() -> Path:
-    """The shared IMDB mirror (``../shared/data``); the test is skipped when it is absent."""
-    if not IMDB_MIRROR.is_file():
-        pytest.skip(f"IMDB mirror not found at {IMDB_MIRROR} (see ../shared/data/README.md)")
-    return IMDB_MIRROR
-
-
-@pytest.fixture(scope="session")
-def nltk_data_dir() -> Path:
-    if not (NLTK_DATA / "corpora" / "stopwords.zip").is_file():
-        pytest.skip(f"NLTK stopwords corpus not found under {NLTK_DATA} (see ../shared/data/README.md)")
-    return NLTK_DATA
+pytest_plugins = [
+    "tests.fixtures.synthetic",
+    "tests.fixtures.tiny_model",
+    "tests.fixtures.browser",
+    "tests.fixtures.local",
+    "tests.fixtures.aws",
+    "tests.fixtures.prefect",
+]
 
 
 @pytest.fixture
@@ -46,79 +43,109 @@ def settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return Settings(home=tmp_path / "home", expected_rows_per_split=200, vocab_size=60, max_len=80)
 
 
-@pytest.fixture(scope="session")
-def synthetic_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny aclImdb archive: 100 reviews per split and class."""
-    return write_archive(tmp_path_factory.mktemp("synthetic"), per_class=100)
+# --- the unit-test guard --------------------------------------------------------------------------------------
+
+SERVER_FIXTURES = frozenset(
+    {
+        "prefect_api",
+        "prefect_server",
+        "prefect_deployed",
+        "prefect_worker",
+        "notify_receiver",
+        "moto_server",
+        "aws_env",
+        "moto_world",
+        "aws_settings",
+        "local",
+        "gateway",
+        "browser",
+    }
+)
+"""Fixtures that start servers: only tests marked ``e2e`` may request them."""
+
+_INET = (socket.AF_INET, socket.AF_INET6)
 
 
-@pytest.fixture
-def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright (never a downloaded browser); skips when it is absent.
-
-    Per test: Playwright's sync API keeps an asyncio loop running on this thread while it is open, which would make
-    Prefect's sync calls in later tests return coroutines."""
-    if not CHROMIUM.is_file():
-        pytest.skip(f"Chromium not found at {CHROMIUM}; install it with `apt-get install -y chromium`")
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install .[dev])")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, timeout=60_000)
-        yield browser
-        browser.close()
+def _is_e2e(item: pytest.Item) -> bool:
+    return item.get_closest_marker("e2e") is not None
 
 
-@pytest.fixture(scope="session", autouse=True)
-def prefect_api(prefect_server) -> str:  # noqa: ANN001 - PrefectStack from tests/prefect_ops
-    """One Prefect API for the whole session, for every test: the server ``make test`` started
-    (``SENTIFLOW_TEST_PREFECT_API_URL``), else one started here. One per process, because Prefect's event and
-    log workers bind to the first API they talk to."""
-    return prefect_server.api_url
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that requests a server fixture without the ``e2e`` mark is a usage error, reported before any run."""
+    wrong = [
+        f"{item.nodeid} uses {', '.join(sorted(SERVER_FIXTURES & set(getattr(item, 'fixturenames', ()))))}"
+        for item in items
+        if not _is_e2e(item) and SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+    ]
+    if wrong:
+        raise pytest.UsageError("tests that start servers must be marked e2e:\n  " + "\n  ".join(wrong))
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A real model trained once per session on synthetic reviews (tests/serve/tiny_model.py)."""
-    from tests.serve.tiny_model import build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.getbasetemp() / "tiny-model")
-
-
-@pytest.fixture(scope="session")
-def tiny(tiny_model: Any) -> Any:
-    """Short name of ``tiny_model`` (the serving and evaluation tests use it)."""
-    return tiny_model
+def _loopback(address: Any) -> bool:
+    host = address[0] if isinstance(address, tuple) else address
+    if host in ("localhost", ""):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
-@pytest.fixture
-def local(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """The local backend's endpoint manager and API gateway (on a free port), stopped afterwards; it never trains."""
-    from backends.base import Backend
-    from backends.local.api import LocalApiGateway
-    from backends.local.endpoints import LocalEndpointManager
-    from backends.local.storage import LocalArtifactStore
+def _guarded(original: Any, what: str, allowed: Any, nodeid: str) -> Any:
+    def method(self: socket.socket, address: Any, *args: Any) -> Any:
+        if self.family in _INET and not allowed(address):
+            raise RuntimeError(
+                f"unit test {nodeid} tried to {what} {address!r}: a test that starts a server or uses the network "
+                "is marked e2e and requests its fixture (see tests/conftest.py)"
+            )
+        return original(self, address, *args)
 
-    monkeypatch.setenv("SENTIFLOW_API_PORT", "0")
-    settings = settings.with_overrides(api_port=0)
-    store = LocalArtifactStore(settings.store_dir)
-    endpoints = LocalEndpointManager(settings, store, drain_timeout_s=15)
-    api = LocalApiGateway(settings)
-    yield Backend("local", store, None, None, endpoints, api)  # type: ignore[arg-type]
-    api.stop()
-    for info in endpoints.list():
-        endpoints.delete(info.name, drain_timeout_s=2)
+    return method
 
 
-@pytest.fixture
-def gateway(settings: Settings) -> Iterator[Any]:
-    """The local API gateway (serve/gateway.py) serving in a thread on a free port."""
-    import threading
+@contextlib.contextmanager
+def _no_servers_no_network(item: pytest.Item) -> Iterator[None]:
+    """While a unit test and the fixtures it sets up run: no listening TCP socket, no connection beyond loopback
+    (a refused connection to a closed local port is fine)."""
+    if _is_e2e(item):
+        yield
+        return
+    originals = {name: getattr(socket.socket, name) for name in ("bind", "connect", "connect_ex")}
+    socket.socket.bind = _guarded(originals["bind"], "listen on", lambda address: False, item.nodeid)
+    socket.socket.connect = _guarded(originals["connect"], "connect to", _loopback, item.nodeid)
+    socket.socket.connect_ex = _guarded(originals["connect_ex"], "connect to", _loopback, item.nodeid)
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(socket.socket, name, original)
 
-    from serve.gateway import make_gateway
 
-    server = make_gateway(settings, port=0)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _no_servers_no_network(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _no_servers_no_network(item):
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _unit_tests_have_no_prefect_api(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """For tests not marked ``e2e``: no Prefect API and no ephemeral Prefect server, so a unit test that needs a
+    server fails at once ("No Prefect API URL provided") instead of booting one."""
+    if _is_e2e(request.node):
+        yield
+        return
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
+    if "prefect" not in sys.modules:
+        yield  # Prefect, if the test imports it, reads the environment set above
+        return
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_EPHEMERAL_ENABLED, temporary_settings
+
+    with temporary_settings(updates={PREFECT_SERVER_EPHEMERAL_ENABLED: False}, restore_defaults={PREFECT_API_URL}):
+        yield

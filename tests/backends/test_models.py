@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from backends.local.storage import LocalArtifactStore
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from serve.artifacts import resolve_model_dir
-from tests.serve.tiny_model import TinyModel
+from backends.models import resolve_model_dir
+from core.config import Settings
+from core.errors import SentiflowError
+from tests.fixtures.tiny_model import TinyModel
 
 
 def test_folder_is_used_as_is(tiny: TinyModel, settings: Settings) -> None:

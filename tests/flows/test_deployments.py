@@ -1,6 +1,6 @@
 """Acceptance of the real deployments in ``prefect.yaml`` against a real Prefect server and worker.
 
-Fixtures (server, deploy, worker, notification receiver) come from ``tests/prefect_ops/fixtures.py``; the
+Fixtures (server, deploy, worker, notification receiver) come from ``tests/fixtures/prefect.py``; the
 worker's environment makes a default ``train-and-deploy`` run small (synthetic archive, one epoch). The module
 is skipped until the flows of ``train-and-deploy`` and ``teardown-idle-endpoints`` exist.
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefect_ops.helpers import (
+from tests.fixtures.prefect_helpers import (
     PrefectStack,
     Receiver,
     free_port,
@@ -28,6 +28,7 @@ from tests.prefect_ops.helpers import (
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.timeout(1500),  # a few pipeline runs through the worker, each allowed PIPELINE_TIMEOUT
     pytest.mark.skipif(
         not {"train-and-deploy", "teardown-idle-endpoints"} <= set(real_deployments_available()),
         reason="flows/pipeline.py or flows/teardown.py missing",
@@ -70,7 +71,7 @@ def test_failed_run_notifies_then_ui_retry_skips_completed_stages(
 ) -> None:
     import shutil
 
-    from sentiflow.io import sha256_file
+    from core.io import sha256_file
 
     port = free_port()
     name = f"imdb-{uuid.uuid4().hex[:8]}.tar.gz"
@@ -111,10 +112,10 @@ def test_retry_after_a_late_failure_skips_the_stages_that_completed(
 ) -> None:
     """The artifact store cannot take the channels (a file stands where their folder goes), so the run fails at
     upload after four stages completed; once the file is gone, a retry from the UI reuses those four."""
-    from sentiflow.config import Settings
-    from sentiflow.io import sha256_file
-    from tasks.data.channels import channel_key
-    from tests.prefect_ops.fixtures import small_pipeline_env
+    from core.config import Settings
+    from core.io import sha256_file
+    from tasks.data.prepare import channel_key
+    from tests.fixtures.prefect import small_pipeline_env
 
     per_class = 90  # channels no other run of the session has uploaded
     env = small_pipeline_env(synthetic_archive)
@@ -156,7 +157,7 @@ def test_idle_endpoint_is_deleted_by_teardown_on_its_trigger(prefect_worker: int
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 
-    from sentiflow.registry import Registry
+    from backends.local.registry import Registry
 
     registry = Registry.for_settings(prefect_server.settings)
     run_id = run_deployment_now(TRAIN, {"teardown_after": False})

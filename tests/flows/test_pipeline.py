@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-from sentiflow.config import Settings
-from sentiflow.errors import DataError
-from tests.synthetic import write_archive
+from core.config import Settings
+from core.errors import DataError
+from tests.fixtures.synthetic import write_archive
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(900)]
 
 SMALL = {
     "SENTIFLOW_EXPECTED_ROWS_PER_SPLIT": "200",

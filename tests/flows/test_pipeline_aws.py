@@ -1,8 +1,8 @@
 """The whole pipeline with ``backend="aws"`` against a moto server on 127.0.0.1 — the same flow code as local.
 
-moto plays the AWS control plane; the moto world (tests/aws_fixtures.py, tests/backends/aws/moto_world.py) fills
+moto plays the AWS control plane; the moto world (tests/fixtures/aws.py, tests/fixtures/moto_world.py) fills
 in what moto does not do by running the real code: ``model/train.py`` for the training job and
-``serve.inference`` for the batch transform. The test asserts the important fields of every request.
+``model.inference`` for the batch transform. The test asserts the important fields of every request.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.backends.aws.moto_world import MotoWorld
-from tests.synthetic import write_archive
+from tests.fixtures.moto_world import MotoWorld
+from tests.fixtures.synthetic import write_archive
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(900)]
 
 
 def test_pipeline_runs_on_aws(moto_world: MotoWorld, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,13 +9,15 @@ import httpx
 import pytest
 
 from backends.base import Backend
-from sentiflow.config import Settings
-from sentiflow.processes import pid_alive
-from tasks.deploy import blue_green_deploy, resource_id
-from tests.serve.tiny_model import TinyModel
+from core.config import Settings
+from core.events import resource_id
+from core.processes import pid_alive
+from tasks.deploy import blue_green_deploy
+from tests.fixtures.tiny_model import TinyModel
 
 pytestmark = [
     pytest.mark.e2e,
+    pytest.mark.usefixtures("prefect_api"),
     pytest.mark.skipif(
         importlib.util.find_spec("backends.local.training") is None,
         reason="the flow calls get_backend, which needs backends/local/training.py (lead)",

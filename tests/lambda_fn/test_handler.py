@@ -14,7 +14,9 @@ import pytest
 
 from lambda_fn import handler as handler_module
 from lambda_fn.handler import environment, handler
-from tests.lambda_fn.endpoint_double import EndpointDouble, running_endpoint
+from tests.fixtures.endpoint_double import EndpointDouble, running_endpoint
+
+pytestmark = pytest.mark.e2e  # every test calls a real HTTP endpoint double
 
 
 @pytest.fixture

@@ -34,8 +34,8 @@ LAYOUT = {
     "code/model/stopwords.py",
     "code/model/network.py",
     "code/model/artifact.py",
-    "code/serve/__init__.py",
-    "code/serve/inference.py",
+    "code/model/inference.py",
+    "code/model/train.py",
 }
 
 
@@ -134,11 +134,22 @@ def test_code_dir_serves_on_its_own(model_dir: Path, tmp_path: Path) -> None:
     assert done.stdout.split() == ["SentimentModel", "True"]
 
 
-def test_write_inference_code_fails_clearly_without_serve(tmp_path: Path) -> None:
-    source = tmp_path / "src"
-    shutil.copytree(Path(__file__).resolve().parents[2] / "model", source / "model")
-    with pytest.raises(ArtifactError, match=r"serve/__init__.py, serve/inference.py not found"):
-        write_inference_code(tmp_path / "model", root=source)
+def test_code_dir_is_a_copy_of_the_model_package_and_the_three_line_entry(model_dir: Path) -> None:
+    package = Path(__file__).resolve().parents[2] / "model"
+    shipped = sorted(path.name for path in (model_dir / "code" / "model").iterdir())
+    assert shipped == sorted(path.name for path in package.glob("*.py"))
+    for name in shipped:
+        assert (model_dir / "code" / "model" / name).read_bytes() == (package / name).read_bytes()
+    assert sorted(path.name for path in (model_dir / "code").iterdir()) == ["inference.py", "model", "requirements.txt"]
+    assert (model_dir / "code" / "inference.py").read_text().count("\n") == 3
+
+
+def test_write_inference_code_fails_clearly_without_the_handlers(tmp_path: Path) -> None:
+    source = tmp_path / "src" / "model"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "model", source)
+    (source / "inference.py").unlink()
+    with pytest.raises(ArtifactError, match=r"model/inference.py not found"):
+        write_inference_code(tmp_path / "model", package_dir=source)
 
 
 def _tar_with(tmp_path: Path, member: tarfile.TarInfo, data: bytes = b"") -> Path:

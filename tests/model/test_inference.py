@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from serve.inference import (
+from model.inference import (
     BadRequest,
     InferenceInput,
     input_fn,
@@ -18,7 +18,7 @@ from serve.inference import (
     predict_fn,
     response_content_type,
 )
-from tests.serve.tiny_model import MAX_LEN, TinyModel
+from tests.fixtures.tiny_model import MAX_LEN, TinyModel
 
 
 def _invoke(model: Any, body: bytes | str, content_type: str, accept: str | None = None) -> Any:
@@ -78,7 +78,7 @@ def test_csv_accept_gives_label_score_lines(tiny: TinyModel, tiny_loaded: Any) -
 
 
 def test_predictions_are_batched_and_ordered(tiny: TinyModel, tiny_loaded: Any, monkeypatch) -> None:
-    import serve.inference as inference
+    import model.inference as inference
 
     monkeypatch.setattr(inference, "PREDICT_BATCH_SIZE", 7)
     data = InferenceInput(texts=tiny.test_reviews[:30])

@@ -64,6 +64,7 @@ def test_batch_form_keeps_order_and_matches_single(monkeypatch: pytest.MonkeyPat
     assert reviews_to_words(reviews, workers=2, chunk_size=100) == [review_to_words(r) for r in reviews]
 
 
+@pytest.mark.e2e  # reads the whole shared dataset
 @pytest.mark.data
 def test_tokens_identical_on_thousands_of_real_reviews(imdb_archive) -> None:
     """Every 10th review of both splits (5,000 reviews) tokenizes exactly as the reference does."""

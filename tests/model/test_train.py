@@ -148,11 +148,11 @@ def test_metric_definitions_match_the_epoch_line() -> None:
 # --- training --------------------------------------------------------------------------------------
 
 
+@pytest.mark.e2e  # a training job in a child process
 def test_script_mode_smoke_run_from_a_staged_source_dir(channels: Path, tmp_path: Path) -> None:
     """One epoch through the SageMaker contract, from a copy of the source tree, run from another folder."""
     source = tmp_path / "source"
-    for package in ("model", "serve"):
-        shutil.copytree(PROJECT_ROOT / package, source / package, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(PROJECT_ROOT / "model", source / "model", ignore=shutil.ignore_patterns("__pycache__"))
     job = tmp_path / "job"
     env = {**os.environ, **_env(channels, job), "TRAINING_JOB_NAME": "smoke-1", "PYTHONPATH": ""}
     done = subprocess.run(

@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
+from core.config import Settings
+from core.errors import SentiflowError
 from serve.gateway import (
     NO_TARGET,
     ApiTarget,
@@ -24,7 +24,9 @@ from serve.gateway import (
     read_api_target,
     write_api_target,
 )
-from tests.lambda_fn.endpoint_double import predict, request, running_endpoint
+from tests.fixtures.endpoint_double import predict, request, running_endpoint
+
+pytestmark = pytest.mark.e2e  # the gateway and an endpoint double run on loopback ports
 
 
 def point(settings: Settings, name: str, url: str, version: str) -> None:
@@ -184,12 +186,11 @@ def test_port_in_use_is_a_clear_error(gateway: GatewayServer, settings: Settings
         make_gateway(settings, port=gateway.port)
 
 
-@pytest.mark.e2e
 def test_through_the_real_endpoint_server_and_a_real_model(
     gateway: GatewayServer, settings: Settings, tiny: Any, tiny_loaded: Any
 ) -> None:
     """Page → gateway → Lambda handler → boto3 → ``serve.server.EndpointServer`` → the tiny trained model."""
-    from serve.inference import InferenceInput, output_fn, predict_fn
+    from model.inference import InferenceInput, output_fn, predict_fn
     from serve.server import EndpointServer
 
     with EndpointServer(tiny_loaded, name="sentiment-v1") as endpoint:

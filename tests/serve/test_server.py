@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from serve.server import EndpointServer
-from tests.serve.tiny_model import TinyModel
+from tests.fixtures.tiny_model import TinyModel
+
+pytestmark = pytest.mark.e2e  # the endpoint server runs on a loopback port
 
 
 def call(

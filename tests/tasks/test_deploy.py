@@ -11,19 +11,12 @@ import httpx
 import pytest
 
 from backends.base import Backend
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.processes import pid_alive
-from sentiflow.registry import Registry
-from tasks.deploy import (
-    blue_green_deploy,
-    delete_endpoint,
-    endpoint_from_resource,
-    endpoint_name_for,
-    resource_id,
-    rollback,
-)
-from tests.serve.tiny_model import TinyModel
+from backends.local.registry import Registry
+from core.config import Settings
+from core.errors import SentiflowError
+from core.processes import pid_alive
+from tasks.deploy import blue_green_deploy, delete_endpoint, endpoint_name_for, rollback
+from tests.fixtures.tiny_model import TinyModel
 
 
 @pytest.fixture
@@ -72,11 +65,9 @@ class Traffic:
         return self.errors + [answer for answer in self.answers if answer[0] != 200]
 
 
-def test_names_and_resource_ids() -> None:
+def test_endpoint_names_carry_the_version() -> None:
     name = endpoint_name_for(7)
     assert re.fullmatch(r"sentiflow-v7-[0-9a-f]{6}", name) and name != endpoint_name_for(7)
-    assert resource_id(name) == f"sentiflow.endpoint.{name}"
-    assert endpoint_from_resource(resource_id(name)) == name == endpoint_from_resource(name)
 
 
 @pytest.mark.e2e

@@ -14,11 +14,12 @@ import httpx
 import pytest
 
 from backends.base import Backend, EndpointInfo, TeardownDecision
-from sentiflow.config import Settings
-from sentiflow.processes import pid_alive
-from tasks.deploy import blue_green_deploy, resource_id
+from core.config import Settings
+from core.events import resource_id
+from core.processes import pid_alive
+from tasks.deploy import blue_green_deploy
 from tasks.teardown import TeardownReport, run_teardown, teardown
-from tests.serve.tiny_model import TinyModel
+from tests.fixtures.tiny_model import TinyModel
 
 PROJECT_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

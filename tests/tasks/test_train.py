@@ -6,8 +6,8 @@ import pytest
 
 from backends.local.storage import LocalArtifactStore
 from backends.local.training import LocalTrainer
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError
+from core.config import Settings
+from core.errors import ConfigError
 from tasks.train import (
     epoch_table,
     job_name_for,
@@ -16,7 +16,7 @@ from tasks.train import (
     training_hyperparameters,
     training_report,
 )
-from tests.model.conftest import write_channels
+from tests.fixtures.synthetic import write_channels
 
 TINY = {"epochs": 1, "embedding_dim": 8, "hidden_dim": 8, "batch_size": 32, "num_threads": 1}
 HISTORY = [
@@ -67,6 +67,7 @@ def test_job_name_follows_channel_content_code_and_hyperparameters(tmp_path: Pat
     assert len(name) <= 63 and name.replace("-", "").isalnum()
 
 
+@pytest.mark.e2e  # training jobs in a child process
 def test_rerun_with_same_inputs_reuses_the_finished_job(
     settings: Settings, store: LocalArtifactStore, tmp_path: Path
 ) -> None:
@@ -116,7 +117,7 @@ def test_report_embeds_the_png_plot() -> None:
 
 @pytest.mark.e2e
 def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
-    settings: Settings, store: LocalArtifactStore, tmp_path: Path
+    settings: Settings, store: LocalArtifactStore, tmp_path: Path, prefect_api: str
 ) -> None:
     from prefect import flow
     from prefect.client.orchestration import get_client
@@ -139,15 +140,17 @@ def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
 
 
 def test_code_hash_follows_the_shipped_sources(tmp_path: Path) -> None:
-    from model.artifact import INFERENCE_SOURCES
-    from tasks.train import PROJECT_ROOT, training_code_hash
+    import shutil
 
-    for relative in (*INFERENCE_SOURCES, "model/train.py", "serve/server.py"):
-        target = tmp_path / relative
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((PROJECT_ROOT / relative).read_bytes())
-    before = training_code_hash(tmp_path)
-    (tmp_path / "serve" / "server.py").write_text("# the local server does not change the model\n")
-    assert training_code_hash(tmp_path) == before
-    (tmp_path / "model" / "network.py").write_text("# changed\n")
-    assert training_code_hash(tmp_path) != before
+    from model.artifact import PACKAGE_DIR
+    from tasks.train import training_code_hash
+
+    package = tmp_path / "model"
+    shutil.copytree(PACKAGE_DIR, package, ignore=shutil.ignore_patterns("__pycache__"))
+    assert training_code_hash(package) == training_code_hash()
+    before = training_code_hash(package)
+    (tmp_path / "server.py").write_text("# code outside model/ does not change the model\n")
+    (package / "notes.txt").write_text("not a module\n")
+    assert training_code_hash(package) == before
+    (package / "network.py").write_text("# changed\n")
+    assert training_code_hash(package) != before

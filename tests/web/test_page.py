@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from sentiflow.config import Settings
+from core.config import Settings
 from serve.gateway import ApiTarget, GatewayServer, api_state_path, write_api_target
-from tests.lambda_fn.endpoint_double import EndpointDouble, running_endpoint
+from tests.fixtures.endpoint_double import EndpointDouble, running_endpoint
 
 pytestmark = pytest.mark.e2e
 

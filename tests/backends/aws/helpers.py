@@ -8,7 +8,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.backends.aws.moto_world import MotoWorld, TrainingFailed
+from tests.fixtures.moto_world import MotoWorld, TrainingFailed
 
 METRICS = {"val_accuracy": 0.88, "val_loss": 0.3, "history": [{"epoch": 1, "val_accuracy": 0.88}]}
 LOG_LINES = ["epoch=1 train_loss=0.4000 val_loss=0.3000 val_accuracy=0.8800 epoch_s=1.0"]

@@ -6,11 +6,15 @@ import io
 import json
 import zipfile
 
+import pytest
+
 from backends.aws.api import LambdaHttpApi
 from backends.aws.clients import AwsClients
 from backends.base import EndpointInfo
-from sentiflow.config import Settings
-from tests.backends.aws.moto_world import MotoWorld
+from core.config import Settings
+from tests.fixtures.moto_world import MotoWorld
+
+pytestmark = pytest.mark.e2e  # the moto server
 
 
 def endpoint(version: int, name: str = "sentiflow-sentiment") -> EndpointInfo:
@@ -76,7 +80,7 @@ def test_point_to_creates_then_updates(aws_settings: Settings, moto_world: MotoW
 def test_missing_lambda_role(aws_settings: Settings, moto_world: MotoWorld) -> None:
     import pytest
 
-    from sentiflow.errors import ConfigError
+    from core.errors import ConfigError
 
     settings = aws_settings.model_copy(update={"aws_lambda_role_arn": None})
     with pytest.raises(ConfigError, match="SENTIFLOW_AWS_LAMBDA_ROLE_ARN"):

@@ -12,10 +12,12 @@ from backends.aws.clients import AwsClients
 from backends.aws.endpoints import SageMakerEndpoints
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.transform import SageMakerBatchTransformer
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
+from core.config import Settings
+from core.errors import SentiflowError
 from tests.backends.aws.helpers import fake_model_tar, fake_transform
-from tests.backends.aws.moto_world import MotoWorld
+from tests.fixtures.moto_world import MotoWorld
+
+pytestmark = pytest.mark.e2e  # the moto server
 
 INFERENCE_IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-inference:2.5-cpu-py311"
 
@@ -107,7 +109,7 @@ def test_repack_when_code_missing(aws_settings: Settings, moto_world: MotoWorld)
     data = moto_world.client("s3").get_object(Bucket=moto_world.bucket, Key="sentiflow/runs/9/repacked/model.tar.gz")
     with tarfile.open(fileobj=io.BytesIO(data["Body"].read()), mode="r:gz") as tar:
         names = set(tar.getnames())
-    assert {"code/inference.py", "code/requirements.txt", "code/serve/inference.py", "model.pth"} <= names
+    assert {"code/inference.py", "code/requirements.txt", "code/model/inference.py", "model.pth"} <= names
 
 
 def test_teardown_candidates(aws_settings: Settings, moto_world: MotoWorld) -> None:

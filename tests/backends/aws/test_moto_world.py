@@ -1,4 +1,4 @@
-"""The moto world's real players: model/train.py trains on S3, serve.inference scores the test set.
+"""The moto world's real players: model/train.py trains on S3, model.inference scores the test set.
 
 This is what the e2e test relies on to assert real accuracy figures with ``--backend aws``.
 """
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from backends.base import TrainingSpec, get_backend
-from sentiflow.config import Settings
-from tests.backends.aws.moto_world import MotoWorld
-from tests.synthetic import synthetic_review
+from core.config import Settings
+from tests.fixtures.moto_world import MotoWorld
+from tests.fixtures.synthetic import synthetic_review
 
 pytestmark = pytest.mark.e2e
 

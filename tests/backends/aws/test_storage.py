@@ -8,10 +8,12 @@ import pytest
 
 from backends.aws.clients import AwsClients
 from backends.aws.storage import S3ArtifactStore, split_s3_uri
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError, SentiflowError
-from sentiflow.io import sha256_file
-from tests.backends.aws.moto_world import MotoWorld
+from core.config import Settings
+from core.errors import ConfigError, SentiflowError
+from core.io import sha256_file
+from tests.fixtures.moto_world import MotoWorld
+
+pytestmark = pytest.mark.e2e  # the moto server
 
 
 def make_store(settings: Settings) -> S3ArtifactStore:

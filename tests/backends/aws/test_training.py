@@ -14,10 +14,12 @@ from backends.aws.clients import AwsClients
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.training import SageMakerTrainer
 from backends.base import TrainingSpec
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError, SentiflowError
+from core.config import Settings
+from core.errors import ConfigError, SentiflowError
 from tests.backends.aws.helpers import LOG_LINES, METRICS, failing_training, fake_training
-from tests.backends.aws.moto_world import MotoWorld
+from tests.fixtures.moto_world import MotoWorld
+
+pytestmark = pytest.mark.e2e  # the moto server
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
 
@@ -76,7 +78,7 @@ def test_training_job_request_and_result(aws_settings: Settings, moto_world: Mot
     }
     assert tags["project"] == "sentiflow" and tags["sentiflow:stage"] == "train" and tags["sentiflow:run-id"] == "42"
 
-    # the source bundle holds the entry point, model/ and serve/ and the requirements
+    # the source bundle holds the model package (with the entry point) and the requirements, nothing else
     import io
     import tarfile
 
@@ -84,7 +86,8 @@ def test_training_job_request_and_result(aws_settings: Settings, moto_world: Mot
     body = moto_world.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
         names = tar.getnames()
-    assert {"model/train.py", "model/artifact.py", "serve/inference.py", "requirements.txt"} <= set(names)
+    assert {"model/train.py", "model/artifact.py", "model/inference.py", "requirements.txt"} <= set(names)
+    assert all(name.startswith("model/") for name in names if name != "requirements.txt")
 
     assert result.model_uri.endswith("/runs/42/training/sentiflow-train-run-42/output/model.tar.gz")
     assert result.metrics["val_accuracy"] == METRICS["val_accuracy"]

@@ -11,9 +11,9 @@ import pytest
 
 from backends.base import ApiGateway, EndpointInfo
 from backends.local.api import LocalApiGateway
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from tests.lambda_fn.endpoint_double import predict, request, running_endpoint
+from core.config import Settings
+from core.errors import SentiflowError
+from tests.fixtures.endpoint_double import predict, request, running_endpoint
 
 
 def endpoint_info(name: str, url: str, version: int, status: str = "InService") -> EndpointInfo:
@@ -41,6 +41,7 @@ def test_implements_the_interface(api: LocalApiGateway) -> None:
     assert api.current() is None
 
 
+@pytest.mark.e2e
 def test_point_switch_clear_and_stop(api: LocalApiGateway) -> None:
     logs: list[str] = []
     with (
@@ -87,6 +88,7 @@ def test_point_to_rejects_endpoints_it_cannot_serve(api: LocalApiGateway) -> Non
         api.point_to(endpoint_info("e", "http://127.0.0.1:1", 1, status="Creating"), print)
 
 
+@pytest.mark.e2e
 def test_a_busy_port_is_reported_with_the_log_tail(settings: Settings) -> None:
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))

@@ -17,12 +17,12 @@ import pytest
 
 from backends.base import EndpointManager
 from backends.local.endpoints import LocalEndpointManager, log_tail
+from backends.local.registry import Registry
 from backends.local.storage import LocalArtifactStore
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.processes import pid_alive
-from sentiflow.registry import Registry
-from tests.serve.tiny_model import TinyModel
+from core.config import Settings
+from core.errors import SentiflowError
+from core.processes import pid_alive
+from tests.fixtures.tiny_model import TinyModel
 
 
 @pytest.fixture

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from backends.local.storage import LocalArtifactStore
-from sentiflow.errors import SentiflowError
-from tasks.data.upload import upload_channels
+from core.errors import SentiflowError
 
 
 def test_put_get_and_skip_identical(tmp_path) -> None:
@@ -30,16 +29,3 @@ def test_keys_and_uris_outside_the_store_are_refused(tmp_path) -> None:
         store.key_from_uri("s3://bucket/key")
     with pytest.raises(SentiflowError, match="does not exist"):
         store.get_file("missing", tmp_path / "m")
-
-
-def test_upload_channels_skips_unchanged_files(settings, synthetic_archive) -> None:
-    from tasks.data.channels import prepare_channels
-    from tasks.data.extract import load_archive
-
-    channels = prepare_channels(load_archive(synthetic_archive), "sha", settings)
-    store = LocalArtifactStore(settings.store_dir)
-    first = upload_channels(channels.channel_dir("train").parent, channels.key, store)
-    assert len(first.uploaded) == 7 and first.skipped == []
-    assert set(first.channels) == {"train", "validation", "test"}
-    second = upload_channels(channels.channel_dir("train").parent, channels.key, store)
-    assert second.uploaded == [] and len(second.skipped) == 7

@@ -8,11 +8,11 @@ import pytest
 from backends.base import Trainer, TrainingSpec
 from backends.local.storage import LocalArtifactStore
 from backends.local.training import LocalTrainer, hyperparameter_flags
+from core.config import Settings
+from core.errors import SentiflowError
+from core.io import read_json
 from model.artifact import load_artifact, unpack_model
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from sentiflow.io import read_json
-from tests.model.conftest import write_channels
+from tests.fixtures.synthetic import write_channels
 
 TINY = {"epochs": 1, "embedding_dim": 8, "hidden_dim": 8, "batch_size": 32, "seed": 3, "num_threads": 1}
 
@@ -45,6 +45,7 @@ def test_hyperparameters_become_sagemaker_style_flags() -> None:
     assert flags == ["--architecture", "lstm-pool", "--hidden-dim", "128", "--shuffle", "true"]
 
 
+@pytest.mark.e2e  # a training job in a child process
 def test_local_training_job_produces_a_model_tarball_in_the_store(
     settings: Settings, store: LocalArtifactStore, channel_uris: dict[str, str], tmp_path: Path
 ) -> None:
@@ -75,6 +76,7 @@ def test_local_training_job_produces_a_model_tarball_in_the_store(
     assert model.predict_texts(["a wonderful film"]).shape == (1,)
 
 
+@pytest.mark.e2e  # a training job in a child process
 def test_a_failed_job_reports_the_end_of_its_log(
     settings: Settings, store: LocalArtifactStore, channel_uris: dict[str, str]
 ) -> None:

@@ -10,10 +10,10 @@ import pytest
 
 from backends.local.storage import LocalArtifactStore
 from backends.local.transform import LocalBatchTransformer
-from sentiflow.config import Settings
-from sentiflow.errors import SentiflowError
-from serve.inference import label_for, parse_csv_output
-from tests.serve.tiny_model import TinyModel
+from core.config import Settings
+from core.errors import SentiflowError
+from model.inference import label_for, parse_csv_output
+from tests.fixtures.tiny_model import TinyModel
 
 
 def _csv(rows: np.ndarray) -> str:
@@ -47,7 +47,7 @@ def test_one_out_file_per_input_with_the_model_scores(
     assert out_uri == store.uri("runs/r1/transform")
     assert store.list("runs/r1/transform") == ["runs/r1/transform/test_features.csv.out"]
     labels, scores = parse_csv_output(store.path("runs/r1/transform/test_features.csv.out").read_text())
-    from serve.inference import model_fn
+    from model.inference import model_fn
 
     expected = model_fn(str(tiny.model_dir)).predict_proba(tiny.test_rows)
     np.testing.assert_allclose(scores, expected, atol=1e-6)

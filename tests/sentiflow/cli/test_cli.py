@@ -32,12 +32,15 @@ def test_a_bad_source_fails_the_flow_with_one_line_and_no_traceback(tmp_path: Pa
     assert "Traceback" not in output
 
 
-def test_failed_validation_exits_1_and_a_missing_folder_exits_2(tmp_path: Path) -> None:
-    from tests.synthetic import write_aclimdb
+def test_failed_validation_exits_1_and_a_missing_folder_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fixtures.cli import run_cli
+    from tests.fixtures.synthetic import write_aclimdb
 
     write_aclimdb(tmp_path / "data", per_class=5)
-    failed = sentiflow("data", "validate", str(tmp_path / "data"), home=tmp_path)
-    assert failed.returncode == 1 and "rows per split (train)" in failed.stdout
-    missing = sentiflow("data", "validate", str(tmp_path / "nowhere"), home=tmp_path)
-    assert missing.returncode == 2 and "is not an aclImdb folder" in missing.stderr
-    assert "Traceback" not in missing.stderr
+    code, out, _ = run_cli(monkeypatch, capsys, tmp_path, "data", "validate", str(tmp_path / "data"))
+    assert code == 1 and "rows per split (train)" in out
+    code, _, err = run_cli(monkeypatch, capsys, tmp_path, "data", "validate", str(tmp_path / "nowhere"))
+    assert code == 2 and "is not an aclImdb folder" in err
+    assert "Traceback" not in err and err.strip().count("\n") == 0

@@ -11,11 +11,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sentiflow import processes
-from sentiflow.config import Settings
-from sentiflow.prefect_ops.server import read_server
-from sentiflow.prefect_ops.worker import read_worker
-from tests.prefect_ops.helpers import free_port
+from core import processes
+from core.config import Settings
+from sentiflow.ops.server import read_server
+from sentiflow.ops.worker import read_worker
+from tests.fixtures.prefect_helpers import free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""``sentiflow serve`` as a real process."""
+"""``sentiflow serve``: a real process serving a model, and one-line errors for models it cannot load."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.serve.tiny_model import TinyModel
+from tests.fixtures.cli import run_cli
+from tests.fixtures.tiny_model import TinyModel
 
 SENTIFLOW = [sys.executable, "-c", "from sentiflow.cli import main; main()"]
 
@@ -53,19 +54,17 @@ def test_serve_archive_on_free_port_then_sigterm(tiny: TinyModel, tmp_path: Path
     assert [entry["path"] for entry in log] == ["/endpoints/tiny-ep/invocations", "/stats"]
 
 
-def test_serve_missing_model_is_a_one_line_error(tmp_path: Path) -> None:
-    done = subprocess.run(
-        SENTIFLOW + ["serve", "--model", str(tmp_path / "nope.tar.gz"), "--port", "0"],
-        capture_output=True, text=True, env=_env(tmp_path), timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2
-    assert done.stderr.strip().count("\n") == 0
-    assert "does not exist" in done.stderr and "nope.tar.gz" in done.stderr
+def test_serve_missing_model_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(monkeypatch, capsys, tmp_path / "home", "serve", "--model", str(tmp_path / "nope.tar.gz"))
+    assert code == 2
+    assert err.strip().count("\n") == 0
+    assert "does not exist" in err and "nope.tar.gz" in err and "Traceback" not in err
 
 
-def test_serve_folder_without_weights_is_refused(tmp_path: Path) -> None:
-    done = subprocess.run(
-        SENTIFLOW + ["serve", "--model", str(tmp_path), "--port", "0"],
-        capture_output=True, text=True, env=_env(tmp_path), timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 2 and "holds no model.pth" in done.stderr
+def test_serve_folder_without_weights_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(monkeypatch, capsys, tmp_path / "home", "serve", "--model", str(tmp_path))
+    assert code == 2 and "holds no model.pth" in err

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from sentiflow.prefect_ops import FAILURE_AUTOMATION, WORK_POOL, ZOMBIE_AUTOMATION
-from sentiflow.prefect_ops.deploy import deploy_all
-from tests.prefect_ops.helpers import (
+from sentiflow.ops import FAILURE_AUTOMATION, WORK_POOL, ZOMBIE_AUTOMATION
+from sentiflow.ops.deploy import deploy_all
+from tests.fixtures.prefect_helpers import (
     FIXTURE_PREFECT_FILE,
     PROJECT_ROOT,
     PrefectStack,
@@ -26,7 +26,7 @@ from tests.prefect_ops.helpers import (
     wait_until,
 )
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 FIXTURE = "fixture-pipeline/fixture"
 FIXTURE_TEARDOWN = "fixture-teardown/fixture-teardown"
@@ -129,8 +129,8 @@ def test_idle_endpoint_trigger_starts_teardown_for_that_endpoint_only(
 ) -> None:
     from prefect.events import emit_event
 
-    from sentiflow.prefect_ops.events import InvocationEvents
-    from tests.prefect_ops.helpers import read_flow_run
+    from core.events import InvocationEvents
+    from tests.fixtures.prefect_helpers import read_flow_run
 
     suffix = uuid.uuid4().hex[:8]
     idle, busy = f"sentiflow.endpoint.idle-{suffix}", f"sentiflow.endpoint.busy-{suffix}"
@@ -159,7 +159,7 @@ def test_idle_endpoint_trigger_starts_teardown_for_that_endpoint_only(
 
 
 def test_ui_run_button_starts_a_flow_run_that_completes(prefect_worker: int, prefect_server: PrefectStack) -> None:
-    from tests.prefect_ops.helpers import quick_run_from_ui
+    from tests.fixtures.prefect_helpers import quick_run_from_ui
 
     deployment = _deployment(FIXTURE_TEARDOWN)
     run_id = quick_run_from_ui(prefect_server.ui_url, deployment.id, deployment.name)
@@ -170,7 +170,7 @@ def test_ui_run_button_starts_a_flow_run_that_completes(prefect_worker: int, pre
 def test_approval_gate_pauses_until_a_reviewer_decides(prefect_worker: int) -> None:
     from prefect.flow_runs import resume_flow_run
 
-    from tests.prefect_ops.helpers import read_flow_run
+    from tests.fixtures.prefect_helpers import read_flow_run
 
     approve = run_deployment_now("fixture-approval/fixture-approval")
     reject = run_deployment_now("fixture-approval/fixture-approval")
@@ -198,7 +198,7 @@ def test_running_flow_run_without_heartbeats_is_marked_crashed_and_notified(
     from prefect.events import emit_event
     from prefect.states import Running
 
-    from tests.prefect_ops.helpers import read_flow_run
+    from tests.fixtures.prefect_helpers import read_flow_run
 
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(FIXTURE)

@@ -8,13 +8,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from core.config import Settings
+from core.errors import ConfigError, SentiflowError
 from sentiflow.cli import app
-from sentiflow.config import Settings
-from sentiflow.errors import ConfigError, SentiflowError
-from sentiflow.prefect_ops.deploy import idle_seconds, render_prefect_file
-from sentiflow.prefect_ops.notifications import classify_notify_url, notification_block_for
-from sentiflow.prefect_ops.server import resolve_api_url, server_env, start_server
-from tests.prefect_ops.helpers import PROJECT_ROOT
+from sentiflow.ops.deploy import idle_seconds, render_prefect_file
+from sentiflow.ops.notifications import classify_notify_url, notification_block_for
+from sentiflow.ops.server import resolve_api_url, server_env, start_server
+from tests.fixtures.prefect_helpers import PROJECT_ROOT
 
 
 @pytest.mark.parametrize(
@@ -101,11 +101,3 @@ def test_status_reports_nothing_running(tmp_path: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["prefect", "status"])
     assert result.exit_code == 1
     assert "server: not running" in result.output and "worker: not running" in result.output
-
-
-def test_invocation_events_are_off_without_a_prefect_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sentiflow.prefect_ops.events import InvocationEvents, endpoint_resource_id
-
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert not InvocationEvents().invoked("ep")
-    assert endpoint_resource_id("ep") == endpoint_resource_id("sentiflow.endpoint.ep") == "sentiflow.endpoint.ep"

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sentiflow.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
-from sentiflow.errors import DataError, SentiflowError
+from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
+from core.errors import DataError, SentiflowError
 from tasks.data.download import download_archive, expected_hash
 
 
@@ -62,6 +62,7 @@ def http_root(tmp_path):
     server.shutdown()
 
 
+@pytest.mark.e2e
 def test_http_download_with_hash_and_cache(settings, synthetic_archive, http_root) -> None:
     root, base = http_root
     (root / "imdb.tar.gz").write_bytes(synthetic_archive.read_bytes())
@@ -71,6 +72,7 @@ def test_http_download_with_hash_and_cache(settings, synthetic_archive, http_roo
     assert download_archive(settings, f"{base}/imdb.tar.gz", _sha256(synthetic_archive)).cached
 
 
+@pytest.mark.e2e
 def test_http_hash_mismatch_leaves_nothing(settings, synthetic_archive, http_root) -> None:
     root, base = http_root
     (root / "imdb.tar.gz").write_bytes(b"not the archive")
@@ -79,6 +81,7 @@ def test_http_hash_mismatch_leaves_nothing(settings, synthetic_archive, http_roo
     assert not any(p.is_file() and p.name.startswith("imdb") for p in settings.cache_dir.rglob("*"))
 
 
+@pytest.mark.e2e
 def test_s3_source_through_the_moto_server(settings, synthetic_archive, aws_env) -> None:
     import boto3
 

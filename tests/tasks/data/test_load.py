@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from sentiflow.errors import DataError
-from tasks.data.extract import COLUMNS, load_aclimdb_dir, load_archive
-from tests.synthetic import write_aclimdb
+from core.errors import DataError
+from tasks.data.load import COLUMNS, load_aclimdb_dir, load_archive
+from tests.fixtures.synthetic import write_aclimdb
 
 
 def test_archive_becomes_one_sorted_table(synthetic_archive) -> None:

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from model.preprocessing import Preprocessor, review_to_words
-from tasks.data import channels as channels_module
-from tasks.data.channels import prepare_channels, stratified_holdout
-from tasks.data.extract import load_archive
+from tasks.data import prepare as prepare_module
+from tasks.data.load import load_archive
+from tasks.data.prepare import prepare_channels, stratified_holdout
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_holdout_is_stratified_disjoint_and_seeded() -> None:
 
 def test_rerun_is_a_cache_hit_and_parameters_change_the_key(settings, frame, monkeypatch) -> None:
     first = prepare_channels(frame, "sha-a", settings)
-    monkeypatch.setattr(channels_module, "_build", lambda *a, **k: pytest.fail("rebuilt a cached entry"))
+    monkeypatch.setattr(prepare_module, "_build", lambda *a, **k: pytest.fail("rebuilt a cached entry"))
     second = prepare_channels(frame, "sha-a", settings)
     assert second.cached and second.root == first.root
     other = settings.with_overrides(max_len=50)
@@ -71,7 +71,7 @@ def test_crash_mid_write_leaves_no_entry(settings, frame, monkeypatch) -> None:
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(channels_module, "_write_rows", explode)
+    monkeypatch.setattr(prepare_module, "_write_rows", explode)
     with pytest.raises(RuntimeError):
         prepare_channels(frame, "sha-b", settings)
     leftovers = list((settings.cache_dir / "channels").iterdir())

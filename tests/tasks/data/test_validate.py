@@ -10,16 +10,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from sentiflow.config import Settings
-from sentiflow.errors import DataError
-from tasks.validate import (
+from core.config import Settings
+from core.errors import DataError
+from tasks.data.validate import (
     ValidationReport,
     build_suite,
     raise_for_failures,
     validate_dataset,
     validation_markdown,
 )
-from tests.synthetic import synthetic_review
+from tests.fixtures.synthetic import synthetic_review
 
 PER_CLASS = 100  # the `settings` fixture expects 200 rows per split
 
@@ -193,9 +193,10 @@ def test_a_null_review_and_a_missing_column_are_named(settings: Settings, tmp_pa
     assert "rating" in failures["ratings of negative reviews"]
 
 
+@pytest.mark.e2e  # reads the whole shared dataset
 @pytest.mark.data
 def test_the_real_dataset_passes(imdb_archive: Path, tmp_path: Path) -> None:
-    from tasks.data.extract import load_archive
+    from tasks.data.load import load_archive
 
     report = validate_dataset(load_archive(imdb_archive), Settings(home=tmp_path), tmp_path / "report")
     assert report.success, [(r.check, r.observed) for r in report.failures]
