@@ -54,21 +54,36 @@ export DO_NOT_TRACK=1
 export GX_ANALYTICS_ENABLED=false
 export SENTIFLOW_TEST_PREFECT_API_URL="$PREFECT_API_URL"
 
+server_pid=""
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill -TERM "$server_pid" 2>/dev/null || return 0
+  for _ in $(seq 1 60); do
+    kill -0 "$server_pid" 2>/dev/null || return 0
+    sleep 0.5
+  done
+  kill -KILL "$server_pid" 2>/dev/null || true
+}
+
 cleanup() {
   status=$?
   if [ "$status" -ne 0 ] && [ -f "$work/prefect-server.log" ]; then
     echo "--- tests failed; the last lines of the Prefect server's log ($PREFECT_API_URL):" >&2
     tail -40 "$work/prefect-server.log" >&2
   fi
-  prefect server stop >/dev/null 2>&1 || true
+  stop_server
   rm -rf "$work"
   warn_browser
   exit $status
 }
 trap cleanup EXIT
 
+# Not `prefect server start --background`: that server keeps its stdout/stderr on pipes nobody reads once the
+# starting command exits, so the first error it logs (a 500 under load) kills it mid-session. In the foreground
+# as a job of this script its output goes to the log file, and SIGTERM stops it.
 echo "starting a Prefect server on $PREFECT_API_URL"
-prefect server start --background >"$work/prefect-server.log" 2>&1
+prefect server start >"$work/prefect-server.log" 2>&1 &
+server_pid=$!
 if ! prefect server status --wait --timeout 90 >/dev/null; then
   echo "Prefect server did not become healthy; its log:" >&2
   tail -50 "$work/prefect-server.log" >&2

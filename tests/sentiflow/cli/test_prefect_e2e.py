@@ -15,7 +15,7 @@ from core import processes
 from core.config import Settings
 from sentiflow.ops.server import read_server
 from sentiflow.ops.worker import read_worker
-from tests.fixtures.prefect_helpers import free_port
+from tests.fixtures.prefect_helpers import free_port, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -54,12 +54,15 @@ def test_server_worker_status_down_lifecycle(tmp_path: Path) -> None:
         assert "healthy" in status.stdout
 
         server_pid = json.loads((home / "prefect" / "sentiflow-server.json").read_text())["pid"]
+        worker_log = home / "prefect" / "worker.log"
+        # on a busy machine the worker may still be importing Prefect: let it start (and log) before stopping it
+        wait_until(lambda: "Worker" in worker_log.read_text(), timeout=120, what="the worker's first log line")
         down = _sentiflow(home, "down")
         assert down.returncode == 0, down.stderr
         assert not processes.pid_alive(worker_info.pid)
         assert not processes.pid_alive(server_pid)
         assert "worker stopped" in down.stdout and "server stopped" in down.stdout
-        assert "Worker" in (home / "prefect" / "worker.log").read_text()  # it ran and logged
+        assert "Worker" in worker_log.read_text()  # it ran and logged
         # exit code 1 is asserted in test_units (CliRunner); the console entry point drops click's return code
         assert "server: not running" in _sentiflow(home, "status").stdout
     finally:
