@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     serve_max_body_bytes: int = Field(1 << 20, ge=1)
     serve_max_reviews: int = Field(256, ge=1)
     api_port: int = Field(8600, ge=0, le=65535)
+    transform_max_payload_mb: int = Field(
+        6, ge=1, le=100, description="Batch transform MaxPayloadInMB: the largest mini-batch of whole lines, in MiB."
+    )
 
     # --- teardown ------------------------------------------------------------------------------------
     idle_minutes: float = Field(60, gt=0)
