@@ -29,7 +29,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -128,12 +128,15 @@ def start(
     health_path: str | None = "/ping",
     timeout_s: float = 60.0,
     name: str | None = None,
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
 ) -> ProcessRecord:
     """Start ``command`` detached and return its record once it is ready (see the module docstring).
 
     ``env`` is the child's whole environment (default: this process's). With ``listen`` the command must contain
     :data:`FD`; ``health_path`` (needs ``listen``) is polled until it answers 200 — without one the child counts as
-    ready once started. ``name`` labels the child in messages (default: the command's first words).
+    ready once started. ``name`` labels the child in messages (default: the command's first words). ``on_spawn``
+    gets the record as soon as the child exists, before the readiness wait (to save it: a starter killed while
+    waiting then leaves no unrecorded child).
     """
     label = name or " ".join(command[:3])
     if listen != (FD in command):
@@ -165,8 +168,18 @@ def start(
     except psutil.Error:
         create_time = 0.0  # it already exited: the readiness check below reports it
     record = ProcessRecord(child.pid, create_time, str(log_path), bound_port, url, tuple(argv))
+    if on_spawn is not None:
+        try:
+            on_spawn(record)
+        except BaseException:
+            stop(record, grace_s=2.0)
+            raise
     if health_path is not None and url is not None:
-        _wait_ready(child, record, f"{url}{health_path}", timeout_s, label)
+        try:
+            _wait_ready(child, record, f"{url}{health_path}", timeout_s, label)
+        except BaseException:  # not ready (or the starter was interrupted): no child is left behind
+            stop(record, grace_s=2.0)
+            raise
     elif child.poll() is not None:
         raise SentiflowError(f"{label} exited at once with code {child.returncode}; {_tail_note(log_path)}")
     return record
@@ -199,7 +212,6 @@ def _wait_ready(child: subprocess.Popen, record: ProcessRecord, health_url: str,
                 raise SentiflowError(f"{label} exited while starting (code {code}); {_tail_note(log_path)}")
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                stop(record, grace_s=2.0)
                 raise SentiflowError(
                     f"{label} did not answer GET {health_url} with 200 within {timeout_s:.0f} s and was stopped; "
                     f"{_tail_note(log_path)}"
