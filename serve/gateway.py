@@ -1,34 +1,44 @@
-"""The local API gateway: the web page plus ``POST /predict`` through the real Lambda handler, in process.
+"""The local twin of the API: API Gateway (HTTP API) + the Lambda, on Starlette under uvicorn.
 
-Each HTTP request becomes an API Gateway HTTP API (payload 2.0) proxy event and is handed to
-:func:`lambda_fn.handler.handler`, as API Gateway + Lambda would on AWS. The target endpoint comes from
-a small JSON state file (``<state_dir>/api.json``, see :class:`ApiTarget`) that is re-read whenever it
-changes, so the "Lambda/API update" stage re-points a running gateway by rewriting that file — no restart.
+Routes: ``GET /`` (the page, from the ``web`` package), ``GET /app.js``, ``GET /style.css``, ``GET /healthz``, and
+``POST``/``OPTIONS /predict`` — each of those turned into an API Gateway HTTP API payload 2.0 event and handed to
+``lambda_fn.handler.handler``, whose answer (payload 2.0 response) becomes the HTTP response.
 
-Concurrency during a switch: every request takes one snapshot of the target and runs the handler with it
-(``lambda_fn.handler.environment`` overrides the handler's variables for that thread only; ``os.environ`` is
-never mutated). A request whose snapshot went stale while it ran, and that failed because its endpoint went
-away, is retried once against the new target, so requests in flight during a blue/green switch do not fail.
+Hosting the function the way Lambda does lives here, never in the handler:
 
-Routes: ``GET /`` (the page), ``GET /app.js``, ``GET /style.css``, ``GET /healthz``, ``POST /predict``,
-``OPTIONS /predict``.
+* **Configuration** is the function's environment (``ENDPOINT_NAME``, ``MODEL_VERSION``,
+  ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``, ``ALLOW_ORIGIN``, dummy local credentials), built from the target state
+  file ``<state_dir>/api.json`` (:class:`ApiTarget`), which the deploy stage rewrites to re-point the API — no restart.
+* **Execution environments**: the handler runs in a small pool of worker processes (:mod:`serve.lambda_runtime`),
+  each started with the configuration of its moment; the gateway's own ``os.environ`` is never touched. When the
+  file changes — like ``UpdateFunctionConfiguration`` — fresh environments are started and warmed while the old ones
+  keep serving; then new requests go to the fresh ones and the old ones finish their in-flight requests and retire.
+  So no request is lost in a blue/green switch. ``GET /healthz`` reports the configuration in service and how many
+  requests the retiring environments still run, which is what ``backends.local.api`` waits on.
+* **Limits and errors like API Gateway's**: a body over ``max_body_bytes`` is 413, a function that fails is 502, one
+  that runs past its timeout is 504 — each a one-line JSON ``{"error", "message", "request_id"}``; every answer
+  carries the request id (``apigw-requestid``) and one JSON access-log line goes to stderr.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import base64
+import contextlib
 import json
 import logging
+import multiprocessing
 import os
-import signal
+import socket
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -37,54 +47,63 @@ from urllib.parse import urlsplit
 from core.config import Settings
 from core.errors import SentiflowError
 from core.io import atomic_write_json, read_json
-from lambda_fn.handler import environment, handler
+from core.processes import listening_socket
+from serve import lambda_runtime
 
 logger = logging.getLogger("sentiflow.api")
 
 API_STATE_FILE = "api.json"
-API_SERVER_FILE = "api-server.json"
-FUNCTION_NAME = "sentiflow-api-local"
-LAMBDA_TIMEOUT_MS = 30_000
+DEFAULT_ENVIRONMENTS = 4
+SWITCH_TIMEOUT_S = 60.0
+_POLL_S = 0.2
+_DRAIN_LIMIT_BYTES = 16 << 20  # a too-large body is read (and dropped) up to this size so the client sees the 413
+_TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded", "application/xml")
+#: The local function's credentials and region: the local endpoint server checks no signature (never real keys).
+LOCAL_AWS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_REGION": "us-east-1",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 _STATIC = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/index.html": ("index.html", "text/html; charset=utf-8"),
     "/app.js": ("app.js", "text/javascript; charset=utf-8"),
     "/style.css": ("style.css", "text/css; charset=utf-8"),
 }
-_DRAIN_LIMIT_BYTES = 16 << 20
-_TEXT_TYPES = ("text/", "application/json", "application/x-www-form-urlencoded")
-#: Credentials for the local endpoint server, which does not check signatures (never real AWS keys).
-_LOCAL_AWS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_REGION": "us-east-1"}
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-# --- the target ------------------------------------------------------------------------------------------
+# --- the target: what the function is configured with --------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class ApiTarget:
-    """What the API points at: the content of ``<state_dir>/api.json``."""
+    """The content of ``<state_dir>/api.json``: the endpoint the API serves and the function's other settings."""
 
     endpoint_name: str | None
     endpoint_url: str | None
     model_version: str | None = None
+    allow_origin: str = "*"
+    revision: str | None = None  # new on every write: tells one configuration from the next
     updated_at: str | None = None
 
     @property
     def deployed(self) -> bool:
         return bool(self.endpoint_name and self.endpoint_url)
 
-    def handler_env(self) -> dict[str, str | None]:
-        """The handler's environment for a request against this target."""
-        return {
-            "ENDPOINT_NAME": self.endpoint_name if self.deployed else None,
-            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.endpoint_url,
-            "MODEL_VERSION": self.model_version,
-            **_LOCAL_AWS,
-        }
+    def configuration(self) -> dict[str, str]:
+        """The function's environment variables for this target (what the aws backend sets on the Lambda)."""
+        variables = {"ALLOW_ORIGIN": self.allow_origin, **LOCAL_AWS}
+        if self.deployed:
+            variables["ENDPOINT_NAME"] = str(self.endpoint_name)
+            variables["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] = str(self.endpoint_url)
+            if self.model_version:
+                variables["MODEL_VERSION"] = self.model_version
+        return variables
 
 
 NO_TARGET = ApiTarget(endpoint_name=None, endpoint_url=None)
@@ -92,10 +111,6 @@ NO_TARGET = ApiTarget(endpoint_name=None, endpoint_url=None)
 
 def api_state_path(settings: Settings) -> Path:
     return settings.state_dir / API_STATE_FILE
-
-
-def api_server_path(settings: Settings) -> Path:
-    return settings.state_dir / API_SERVER_FILE
 
 
 def read_api_target(path: Path) -> ApiTarget:
@@ -113,27 +128,36 @@ def read_api_target(path: Path) -> ApiTarget:
         endpoint_name=payload.get("endpoint_name") or None,
         endpoint_url=payload.get("endpoint_url") or None,
         model_version=str(version) if version not in (None, "") else None,
+        allow_origin=str(payload.get("allow_origin") or "*"),
+        revision=payload.get("revision"),
         updated_at=payload.get("updated_at"),
     )
 
 
 def write_api_target(path: Path, target: ApiTarget) -> ApiTarget:
-    """Atomically replace the target (a running gateway uses it from its next request); return it stamped."""
+    """Atomically replace the target (a running gateway switches to it within a moment); return it stamped."""
     if target.endpoint_url is not None:
         parts = urlsplit(target.endpoint_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise SentiflowError(f"endpoint URL {target.endpoint_url!r} is not an http(s) URL")
-    stamped = ApiTarget(target.endpoint_name, target.endpoint_url, target.model_version, _now())
+    stamped = ApiTarget(
+        target.endpoint_name,
+        target.endpoint_url,
+        target.model_version,
+        target.allow_origin,
+        revision=uuid.uuid4().hex,
+        updated_at=_now(),
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(path, asdict(stamped))
     return stamped
 
 
 class TargetWatcher:
-    """The current target, re-read only when the state file's stat signature changes (thread-safe)."""
+    """The current target, re-read only when the state file's stat signature changes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
         self._signature: tuple[int, int, int] | None = None
         self._target = NO_TARGET
 
@@ -143,35 +167,167 @@ class TargetWatcher:
             signature: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_ino, st.st_size)
         except FileNotFoundError:
             signature = None
-        with self._lock:
-            if signature != self._signature:
-                try:
-                    self._target = read_api_target(self.path) if signature else NO_TARGET
-                    self._signature = signature
-                except SentiflowError as error:  # keep serving the last good target
-                    logger.warning(json.dumps({"event": "api-state-unreadable", "error": str(error)}))
-            return self._target
+        if signature != self._signature:
+            try:
+                self._target = read_api_target(self.path) if signature else NO_TARGET
+                self._signature = signature
+            except SentiflowError as error:  # keep serving the last good target
+                logger.warning(json.dumps({"event": "api-state-unreadable", "error": str(error)}))
+        return self._target
 
 
-# --- the Lambda context ----------------------------------------------------------------------------------
+# --- execution environments ------------------------------------------------------------------------------------
 
 
-class LocalLambdaContext:
-    """The parts of the AWS Lambda context object that handlers use."""
+def _context() -> Any:
+    """Worker processes come from a fork server: a clean single-threaded process that has already imported boto3 and
+    what this module imports (multiprocessing re-runs the main module, this one, in every worker), so a fresh
+    environment starts in a fraction of a second and never inherits the gateway's threads."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["core.config", "core.processes", "serve.lambda_runtime", "boto3", "botocore.session"]
+    )
+    return context
 
-    function_name = FUNCTION_NAME
-    function_version = "$LATEST"
-    invoked_function_arn = f"arn:aws:lambda:us-east-1:000000000000:function:{FUNCTION_NAME}"
-    memory_limit_in_mb = 256
-    log_group_name = f"/aws/lambda/{FUNCTION_NAME}"
-    log_stream_name = "local"
 
-    def __init__(self, aws_request_id: str, timeout_ms: int = LAMBDA_TIMEOUT_MS) -> None:
-        self.aws_request_id = aws_request_id
-        self._deadline = time.monotonic() + timeout_ms / 1000
+@dataclass(eq=False)
+class Environments:
+    """The execution environments of one configuration: a pool of ``size`` processes running the handler."""
 
-    def get_remaining_time_in_millis(self) -> int:
-        return max(0, int((self._deadline - time.monotonic()) * 1000))
+    target: ApiTarget
+    size: int
+    in_flight: int = 0
+    warmed: bool = False
+    retired: bool = False
+    closed: bool = False
+    pool: ProcessPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        environment = lambda_runtime.function_environment(self.target.configuration())
+        self.pool = ProcessPoolExecutor(
+            self.size, mp_context=_context(), initializer=lambda_runtime.init, initargs=(environment,)
+        )
+
+    async def warm(self) -> None:
+        """Start every process and let it finish its init phase."""
+        loop = asyncio.get_running_loop()
+        calls = [loop.run_in_executor(self.pool, lambda_runtime.ready) for _ in range(self.size)]
+        await asyncio.gather(*calls, return_exceptions=True)
+        self.warmed = True
+
+    async def invoke(self, event: dict[str, Any], request_id: str) -> Any:
+        loop = asyncio.get_running_loop()
+        self.in_flight += 1
+        try:
+            call = loop.run_in_executor(self.pool, lambda_runtime.invoke, event, request_id)
+            return await asyncio.wait_for(call, lambda_runtime.TIMEOUT_S)
+        finally:
+            self.in_flight -= 1
+            if self.retired and self.in_flight == 0:
+                self.close()
+
+    def retire(self) -> None:
+        """No new requests come here; close once the in-flight ones are done."""
+        self.retired = True
+        if self.in_flight == 0:
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+class Gateway:
+    """Routes each request to the environments of the configuration in service; switches when the file changes."""
+
+    def __init__(self, state_path: Path, environments: int = DEFAULT_ENVIRONMENTS, max_body_bytes: int = 1 << 20):
+        self.state_path = Path(state_path)
+        self.watcher = TargetWatcher(state_path)
+        self.size = environments
+        self.max_body_bytes = max_body_bytes
+        self.started_at = _now()
+        self.active: Environments | None = None
+        self.pending: Environments | None = None
+        self.retiring: list[Environments] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def refresh(self) -> Environments:
+        """The environments to send a request to now; starts a switch when the configuration changed."""
+        target = self.watcher.get()
+        if self.active is None:
+            self.active = Environments(target, self.size)
+            self._spawn(self.active.warm())
+        elif target != self.active.target and (self.pending is None or self.pending.target != target):
+            if self.pending is not None:  # superseded while warming
+                self.pending.retire()
+            self.pending = Environments(target, self.size)
+            self._spawn(self._switch(self.pending))
+        self.retiring = [env for env in self.retiring if not env.closed]
+        return self.active
+
+    async def _switch(self, fresh: Environments) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(fresh.warm(), SWITCH_TIMEOUT_S)
+        if self.pending is not fresh or self.active is None:
+            return
+        old, self.active, self.pending = self.active, fresh, None
+        old.retire()
+        if not old.closed:
+            self.retiring.append(old)
+        logger.info(json.dumps({"ts": _now(), "event": "switched", **_describe(fresh.target)}))
+
+    def replace_broken(self, broken: Environments) -> None:
+        """An environment process died (its pool is unusable): the same configuration gets fresh environments."""
+        if self.active is broken:
+            self.active = Environments(broken.target, self.size)
+        broken.close()
+
+    def _spawn(self, coroutine: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def health(self) -> dict[str, Any]:
+        active = self.refresh()
+        return {
+            "status": "ok",
+            "pid": os.getpid(),
+            "started_at": self.started_at,
+            **_describe(active.target),
+            "switching": self.pending is not None or not active.warmed,
+            "retiring_in_flight": sum(env.in_flight for env in self.retiring),
+            "environments": self.size,
+            "state_file": str(self.state_path),
+        }
+
+    async def watch(self) -> None:
+        """Notice a new configuration even while no request arrives."""
+        while True:
+            self.refresh()
+            await asyncio.sleep(_POLL_S)
+
+    def close(self) -> None:
+        for env in (self.active, self.pending, *self.retiring):
+            if env is not None:
+                env.close()
+
+
+def _describe(target: ApiTarget) -> dict[str, Any]:
+    return {
+        "endpoint_name": target.endpoint_name if target.deployed else None,
+        "model_version": target.model_version if target.deployed else None,
+        "revision": target.revision,
+    }
+
+
+# --- HTTP ⇄ payload 2.0 ----------------------------------------------------------------------------------------
+
+
+class HttpError(Exception):
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
 
 
 def build_event(
@@ -185,18 +341,17 @@ def build_event(
 ) -> dict[str, Any]:
     """An API Gateway HTTP API (payload format 2.0) proxy event for one request."""
     content_type = headers.get("content-type", "")
-    is_text = not content_type or content_type.startswith(_TEXT_TYPES)
-    try:
-        text = body.decode("utf-8") if is_text else None
-    except UnicodeDecodeError:
-        text = None
+    text: str | None = None
+    if not content_type or content_type.startswith(_TEXT_TYPES):
+        with contextlib.suppress(UnicodeDecodeError):
+            text = body.decode("utf-8")
     now = datetime.now(UTC)
     event: dict[str, Any] = {
         "version": "2.0",
         "routeKey": f"{method} {path}",
         "rawPath": path,
         "rawQueryString": query,
-        "headers": headers,
+        "headers": {key: value for key, value in headers.items() if key != "cookie"},
         "requestContext": {
             "accountId": "000000000000",
             "apiId": "local",
@@ -217,264 +372,224 @@ def build_event(
         },
         "isBase64Encoded": text is None,
     }
+    if "cookie" in headers:
+        event["cookies"] = [part.strip() for part in headers["cookie"].split(";") if part.strip()]
+    if query:
+        event["queryStringParameters"] = dict(part.partition("=")[::2] for part in query.split("&") if part)
     if body:
         event["body"] = text if text is not None else base64.b64encode(body).decode("ascii")
     return event
 
 
-# --- the server ------------------------------------------------------------------------------------------
+def http_response(result: Any) -> tuple[int, dict[str, str], bytes]:
+    """(status, headers, body) from a Lambda's payload 2.0 answer (a bare value means 200 with it as JSON)."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        return 200, {"content-type": "application/json"}, json.dumps(result).encode()
+    body = result.get("body") or ""
+    data = base64.b64decode(body) if result.get("isBase64Encoded") else str(body).encode("utf-8")
+    headers = {str(k): str(v) for k, v in (result.get("headers") or {}).items()}
+    return int(result["statusCode"]), headers, data
 
 
-class GatewayServer(ThreadingHTTPServer):
-    """A threading HTTP server that answers like API Gateway + the sentiflow Lambda."""
-
-    daemon_threads = False
-    block_on_close = True  # server_close() waits for requests in flight
-
-    def __init__(self, state_path: Path, host: str = "127.0.0.1", port: int = 0, max_body_bytes: int = 1 << 20):
-        try:
-            super().__init__((host, port), GatewayHandler)
-        except OSError as error:
-            raise SentiflowError(
-                f"cannot listen on {host}:{port} ({error.strerror}); pass another --port (0 picks a free "
-                "one) or set SENTIFLOW_API_PORT"
-            ) from None
-        self.watcher = TargetWatcher(state_path)
-        self.max_body_bytes = max_body_bytes
-        self.started_at = _now()
-
-    @property
-    def port(self) -> int:
-        return int(self.server_address[1])
-
-    @property
-    def url(self) -> str:
-        host = self.server_address[0]
-        return f"http://{host}:{self.port}"
-
-    def invoke(self, event: dict[str, Any], request_id: str) -> tuple[dict[str, Any], ApiTarget]:
-        """Run the handler against the current target; retry once on a 503 if the target changed meanwhile."""
-        target = self.watcher.get()
-        response = self._call(event, request_id, target)
-        if response.get("statusCode") == 503:
-            latest = self.watcher.get()
-            if latest != target and latest.deployed:
-                target = latest
-                response = self._call(event, request_id, target)
-        return response, target
-
-    @staticmethod
-    def _call(event: dict[str, Any], request_id: str, target: ApiTarget) -> dict[str, Any]:
-        with environment(target.handler_env()):
-            return handler(event, LocalLambdaContext(request_id))
+def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    """Lower-case names; repeated headers joined with commas (payload 2.0)."""
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        headers[name] = f"{headers[name]},{text}" if name in headers else text
+    return headers
 
 
-class GatewayHandler(BaseHTTPRequestHandler):
-    """One request: a static file, the health check or a Lambda invocation."""
+# --- the app ----------------------------------------------------------------------------------------------------
 
-    server: GatewayServer
-    server_version = "sentiflow-api"
-    sys_version = ""
-    timeout = 60  # a silent client does not hold a thread forever
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        """Silence the stdlib's text log; requests go to the JSON access log."""
+def create_app(state_path: Path, *, environments: int = DEFAULT_ENVIRONMENTS, max_body_bytes: int = 1 << 20) -> Any:
+    """The Starlette app (with the JSON access log around it) serving the page and the function."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib naming
-        started = time.perf_counter()
-        path = urlsplit(self.path).path
-        if path == "/healthz":
-            target = self.server.watcher.get()
-            payload = {
-                "status": "ok",
-                "pid": os.getpid(),
-                "url": self.server.url,
-                "started_at": self.server.started_at,
-                "endpoint_name": target.endpoint_name if target.deployed else None,
-                "model_version": target.model_version if target.deployed else None,
-            }
-            self._send(200, json.dumps(payload).encode(), {"Content-Type": "application/json"}, started)
-            return
-        if path in _STATIC:
-            name, content_type = _STATIC[path]
-            data = resources.files("web").joinpath(name).read_bytes()
-            headers = {
-                "Content-Type": content_type,
-                "Cache-Control": "no-cache",
-                "X-Content-Type-Options": "nosniff",
-            }
-            self._send(200, data, headers, started)
-            return
-        self._json_error(404, "not found", f"no page at {path}; open / or POST /predict", started)
+    gateway = Gateway(state_path, environments, max_body_bytes)
+    static = {
+        path: (resources.files("web").joinpath(name).read_bytes(), kind) for path, (name, kind) in _STATIC.items()
+    }
 
-    do_HEAD = do_GET  # noqa: N815 - stdlib naming (the body is written but HEAD clients ignore it)
+    def error(status: int, code: str, message: str, request_id: str, **headers: str) -> Response:
+        origin = gateway.active.target.allow_origin if gateway.active else "*"
+        payload = {"error": code, "message": message, "request_id": request_id}
+        extra = {"access-control-allow-origin": origin, "apigw-requestid": request_id, **headers}
+        return JSONResponse(payload, status_code=status, headers=extra)
 
-    def do_POST(self) -> None:  # noqa: N802 - stdlib naming
-        self._lambda("POST")
+    async def page(request: Request) -> Response:
+        data, kind = static[request.url.path]
+        headers = {"content-type": kind, "cache-control": "no-cache", "x-content-type-options": "nosniff"}
+        return Response(data, headers=headers)
 
-    def do_OPTIONS(self) -> None:  # noqa: N802 - stdlib naming
-        self._lambda("OPTIONS")
+    async def healthz(request: Request) -> Response:
+        return JSONResponse(gateway.health())
 
-    def do_PUT(self) -> None:  # noqa: N802 - stdlib naming
-        self._json_error(405, "method not allowed", "use POST /predict", time.perf_counter(), close=True)
+    async def read_body(request: Request) -> bytes:
+        declared = request.headers.get("content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > gateway.max_body_bytes
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            too_big = too_big or size > gateway.max_body_bytes
+            if size > _DRAIN_LIMIT_BYTES:
+                break
+            if not too_big:
+                chunks.append(chunk)
+        if too_big:
+            limit = gateway.max_body_bytes
+            raise HttpError(413, "payload too large", f"the request body is over the limit of {limit} bytes")
+        return b"".join(chunks)
 
-    do_DELETE = do_PATCH = do_PUT  # noqa: N815 - stdlib naming
-
-    def _lambda(self, method: str) -> None:
-        started = time.perf_counter()
-        parts = urlsplit(self.path)
-        if parts.path != "/predict":
-            self._json_error(
-                404, "not found", f"no route {method} {parts.path}; use POST /predict", started, close=True
-            )
-            return
-        body = self._read_body(started)
-        if body is None:
-            return
+    async def predict(request: Request) -> Response:
         request_id = str(uuid.uuid4())
-        headers: dict[str, str] = {}
-        for key, value in self.headers.items():
-            key = key.lower()
-            headers[key] = f"{headers[key]},{value}" if key in headers else value
-        event = build_event(method, parts.path, parts.query, headers, body, self.client_address[0], request_id)
+        request.state.request_id = request_id
+        if request.method not in ("POST", "OPTIONS"):
+            return error(405, "method not allowed", "use POST /predict", request_id, allow="POST, OPTIONS")
         try:
-            response, target = self.server.invoke(event, request_id)
-            status = int(response.get("statusCode", 502))
-            payload = response.get("body") or ""
-            data = base64.b64decode(payload) if response.get("isBase64Encoded") else str(payload).encode("utf-8")
-            out_headers = {str(k): str(v) for k, v in (response.get("headers") or {}).items()}
-        except Exception:  # noqa: BLE001 - like API Gateway: a Lambda fault is a 502, never a traceback
-            logger.exception(json.dumps({"event": "lambda-fault", "request_id": request_id}))
-            self._json_error(502, "bad gateway", f"the API failed; quote request id {request_id}", started)
+            body = await read_body(request)
+        except HttpError as failure:
+            return error(failure.status, failure.error, failure.message, request_id, connection="close")
+        headers = _headers(request.headers.raw)
+        client = request.client.host if request.client else "127.0.0.1"
+        event = build_event(request.method, "/predict", request.url.query, headers, body, client, request_id)
+        environments = gateway.refresh()
+        request.state.endpoint = environments.target.endpoint_name
+        try:
+            status, out_headers, data = http_response(await environments.invoke(event, request_id))
+        except TimeoutError:
+            message = f"the function did not answer within {lambda_runtime.TIMEOUT_S} s"
+            return error(504, "gateway timeout", message, request_id)
+        except BrokenProcessPool:
+            gateway.replace_broken(environments)
+            message = f"the function's runtime exited; quote request id {request_id}"
+            return error(502, "bad gateway", message, request_id)
+        except Exception:  # noqa: BLE001 - like API Gateway: a failed function is a 502, never a traceback
+            logger.exception(json.dumps({"event": "function-error", "request_id": request_id}))
+            return error(502, "bad gateway", f"the function failed; quote request id {request_id}", request_id)
+        out_headers["apigw-requestid"] = request_id
+        return Response(data, status_code=status, headers=out_headers)
+
+    async def not_found(request: Request) -> Response:
+        message = f"no route {request.method} {request.url.path}; open / or POST /predict"
+        return error(404, "not found", message, str(uuid.uuid4()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        gateway.refresh()
+        watcher = asyncio.get_running_loop().create_task(gateway.watch())
+        try:
+            yield
+        finally:  # after the in-flight requests have finished (uvicorn then re-raises the SIGTERM it caught)
+            watcher.cancel()
+            gateway.close()
+            logger.info(json.dumps({"ts": _now(), "event": "stopped", "pid": os.getpid()}))
+
+    any_method = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+    routes = [Route(path, page, methods=["GET", "HEAD"]) for path in static]
+    routes += [
+        Route("/healthz", healthz, methods=["GET", "HEAD"]),
+        Route("/predict", predict, methods=any_method),
+        Route("/{path:path}", not_found, methods=any_method),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return AccessLog(app)
+
+
+class AccessLog:
+    """ASGI middleware: one JSON line per request on the ``sentiflow.api`` logger."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Callable, send: Callable) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
             return
-        self._send(status, data, out_headers, started, request_id=request_id, endpoint=target.endpoint_name)
+        started = time.perf_counter()
+        status = [500]
 
-    def _read_body(self, started: float) -> bytes | None:
-        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
-            self._json_error(
-                411,
-                "length required",
-                "send a Content-Length (chunked bodies are not supported)",
-                started,
-                close=True,
-            )
-            return None
+        async def record_status(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
         try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            self._json_error(400, "bad request", "Content-Length is not a number", started, close=True)
-            return None
-        if length > self.server.max_body_bytes:
-            self._drain(length)  # so the client gets to read the answer instead of a reset connection
-            message = f"the request body has {length} bytes; the limit is {self.server.max_body_bytes}"
-            self._json_error(413, "payload too large", message, started, close=True)
-            return None
-        return self.rfile.read(length) if length > 0 else b""
-
-    def _drain(self, length: int) -> None:
-        """Read and drop an unwanted body (at most ``_DRAIN_LIMIT_BYTES``; the connection then closes)."""
-        remaining = min(length, _DRAIN_LIMIT_BYTES)
-        while remaining > 0:
-            chunk = self.rfile.read(min(remaining, 1 << 16))
-            if not chunk:
-                return
-            remaining -= len(chunk)
-
-    def _json_error(self, status: int, error: str, message: str, started: float, *, close: bool = False) -> None:
-        if close:
-            self.close_connection = True
-        body = json.dumps({"error": error, "message": message}).encode()
-        headers = {"Content-Type": "application/json", "Access-Control-Allow-Origin": "*"}
-        self._send(status, body, headers, started)
-
-    def _send(self, status: int, body: bytes, headers: dict[str, str], started: float, **log_fields: Any) -> None:
-        self.send_response(status)
-        for key, value in headers.items():
-            if key.lower() not in ("content-length", "connection", "transfer-encoding"):
-                self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
-        entry = {
-            "ts": _now(),
-            "event": "access",
-            "client": self.client_address[0],
-            "method": self.command,
-            "path": urlsplit(self.path).path,
-            "status": status,
-            "bytes_out": len(body),
-            "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-            **{k: v for k, v in log_fields.items() if v is not None},
-        }
-        logger.info(json.dumps(entry))
+            await self.app(scope, receive, record_status)
+        finally:
+            state = scope.get("state") or {}
+            entry = {
+                "ts": _now(),
+                "event": "access",
+                "client": (scope.get("client") or ("", 0))[0],
+                "method": scope["method"],
+                "path": scope["path"],
+                "status": status[0],
+                "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+                **{key: state[key] for key in ("request_id", "endpoint") if state.get(key)},
+            }
+            logger.info(json.dumps(entry))
 
 
-def make_gateway(settings: Settings, host: str = "127.0.0.1", port: int | None = None) -> GatewayServer:
-    """A bound (not yet serving) gateway reading its target from ``<state_dir>/api.json``."""
-    return GatewayServer(
-        api_state_path(settings),
-        host,
-        settings.api_port if port is None else port,
-        max_body_bytes=settings.serve_max_body_bytes,
-    )
+# --- running it -------------------------------------------------------------------------------------------------
 
 
-def _configure_logging() -> None:
-    """JSON lines on stderr for the access log and the handler's log."""
+def configure_logging() -> None:
+    """JSON lines on stderr for the access log."""
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(logging.Formatter("%(message)s"))
-    for name in ("sentiflow.api", "sentiflow.lambda"):
-        log = logging.getLogger(name)
-        log.handlers[:] = [stream]
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    logger.handlers[:] = [stream]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
 
 
-def run_gateway(
-    settings: Settings,
-    host: str = "127.0.0.1",
-    port: int | None = None,
-    announce: Callable[[GatewayServer], None] | None = None,
-) -> None:
-    """Serve in the foreground until SIGTERM/SIGINT, then finish requests in flight and exit.
+def make_server(app: Any) -> Any:
+    import uvicorn
 
-    While it runs, ``<state_dir>/api-server.json`` records ``{"pid", "port", "url", "host", "started_at"}`` so
-    :class:`backends.local.api.LocalApiGateway` finds it.
-    """
-    _configure_logging()
-    server = make_gateway(settings, host, port)
-    record_path = api_server_path(settings)
-    record = {
-        "pid": os.getpid(),
-        "port": server.port,
-        "url": server.url,
-        "host": host,
-        "started_at": server.started_at,
-    }
-    stopping = threading.Event()
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=5,
+        timeout_graceful_shutdown=int(lambda_runtime.TIMEOUT_S) + 5,  # in-flight invocations may take that long
+    )
+    return uvicorn.Server(config)
 
-    def _stop(signum: int, _frame: Any) -> None:
-        if not stopping.is_set():
-            stopping.set()
-            threading.Thread(target=server.shutdown, name="api-shutdown", daemon=True).start()
 
-    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+def serve(settings: Settings, sock: socket.socket, *, environments: int = DEFAULT_ENVIRONMENTS) -> None:
+    """Serve on the listening ``sock`` in the foreground until SIGTERM/SIGINT; then finish in-flight requests."""
+    configure_logging()
+    app = create_app(api_state_path(settings), environments=environments, max_body_bytes=settings.serve_max_body_bytes)
+    host, port = sock.getsockname()[:2]
+    logger.info(json.dumps({"ts": _now(), "event": "listening", "url": f"http://{host}:{port}", "pid": os.getpid()}))
+    make_server(app).run(sockets=[sock])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m serve.gateway --fd N`` (the local backend's way) or ``--host H --port P``."""
+    from core.config import get_settings
+
+    parser = argparse.ArgumentParser(prog="python -m serve.gateway", description=__doc__.splitlines()[0])
+    parser.add_argument("--fd", type=int, help="an inherited listening socket")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=None, help="default: SENTIFLOW_API_PORT")
+    parser.add_argument("--environments", type=int, default=DEFAULT_ENVIRONMENTS, help="execution environments")
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    port = settings.api_port if args.port is None else args.port
     try:
-        atomic_write_json(record_path, record)
-        if announce is not None:
-            announce(server)
-        logger.info(json.dumps({"ts": _now(), "event": "listening", "url": server.url, "pid": os.getpid()}))
-        server.serve_forever(poll_interval=0.2)
-    finally:
-        server.server_close()  # waits for requests in flight
-        try:
-            if read_json(record_path).get("pid") == os.getpid():
-                record_path.unlink(missing_ok=True)
-        except (OSError, ValueError, AttributeError):
-            pass
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-        logger.info(json.dumps({"ts": _now(), "event": "stopped", "pid": os.getpid()}))
+        sock = socket.socket(fileno=args.fd) if args.fd is not None else listening_socket(args.host, port)
+    except SentiflowError as failure:
+        sys.exit(f"error: {failure}")
+    serve(settings, sock, environments=max(1, args.environments))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,66 +1,52 @@
-"""The local "Lambda/API update" stage: point the local API gateway (``sentiflow api``) at an endpoint.
+"""The local "Lambda/API update" stage: point the local API gateway (``serve.gateway``) at an endpoint.
 
-The gateway reads its target from ``<state_dir>/api.json`` on every request, so re-pointing is one atomic
-file write; no restart, no dropped request. When no gateway is running, :meth:`LocalApiGateway.point_to`
-starts a detached ``sentiflow api`` (its pid/port/url land in ``<state_dir>/api-server.json``, its log in
-``<state_dir>/api-server.log``).
+Re-pointing is the local ``UpdateFunctionConfiguration``: one atomic write of ``<state_dir>/api.json``. The running
+gateway notices it, starts fresh execution environments with the new configuration, switches new requests to them
+and lets the old ones finish; :meth:`LocalApiGateway.point_to` returns once ``/healthz`` says the switch is complete
+(the new revision serves and no request runs on the old one), so the caller may then delete the old endpoint without
+failing a request. When no gateway runs, it is started through :mod:`core.processes` on ``SENTIFLOW_API_PORT``
+(its record in ``<state_dir>/api-server.json``, its log in ``<state_dir>/api-server.log``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
-import signal
-import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from backends.base import ApiInfo, EndpointInfo, LogLine
+from core import processes
 from core.config import Settings
 from core.errors import SentiflowError
-from core.io import read_json
-from core.processes import pid_alive
-from serve.gateway import (
-    NO_TARGET,
-    ApiTarget,
-    api_server_path,
-    api_state_path,
-    read_api_target,
-    write_api_target,
-)
+from core.processes import ProcessRecord
+from serve.gateway import NO_TARGET, ApiTarget, api_state_path, read_api_target, write_api_target
 
+API_SERVER_FILE = "api-server.json"
 START_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-_LAUNCH = "import sys; sys.argv[0] = 'sentiflow'; from sentiflow.cli import main; main()"
+STOP_TIMEOUT_S = 40.0  # the gateway lets in-flight invocations finish (up to the function's 30 s timeout)
+SWITCH_TIMEOUT_S = 60.0
+
+
+def api_server_path(settings: Settings) -> Path:
+    """Where the running gateway's process record is kept."""
+    return settings.state_dir / API_SERVER_FILE
 
 
 def _health(url: str, timeout: float = 2.0) -> dict[str, Any] | None:
     """The gateway's ``/healthz`` answer, or None when nothing (or something else) answers."""
     try:
-        with _NO_PROXY.open(f"{url}/healthz", timeout=timeout) as response:
-            payload = json.loads(response.read())
-    except (OSError, ValueError, urllib.error.URLError):
+        response = httpx.get(f"{url}/healthz", timeout=timeout, trust_env=False)
+        payload = response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
         return None
     return payload if isinstance(payload, dict) and payload.get("status") == "ok" else None
-
-
-def _is_gateway_process(pid: int) -> bool:
-    """True when ``pid`` is alive and runs ``sentiflow api`` (guards against a recycled pid)."""
-    if pid <= 0 or not pid_alive(pid):
-        return False
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
-        return False
-    return b"api" in argv and any(b"sentiflow" in part for part in argv)
 
 
 class LocalApiGateway:
@@ -74,7 +60,7 @@ class LocalApiGateway:
 
     # --- the interface -----------------------------------------------------------------------------------
     def point_to(self, endpoint: EndpointInfo, log: LogLine) -> ApiInfo:
-        """Make the API serve ``endpoint`` (atomically; requests in flight finish on the old one)."""
+        """Make the API serve ``endpoint``; returns once no request runs against the previous target any more."""
         if not endpoint.url:
             raise SentiflowError(f"endpoint {endpoint.name} has no URL; only a running local endpoint can be served")
         if endpoint.status != "InService":
@@ -84,15 +70,11 @@ class LocalApiGateway:
             self.state_path, ApiTarget(endpoint.name, endpoint.url.rstrip("/"), str(endpoint.version))
         )
         if previous.deployed and previous.endpoint_name != endpoint.name:
-            log(f"API switched from {previous.endpoint_name} to {endpoint.name} (version {endpoint.version})")
+            log(f"API switching from {previous.endpoint_name} to {endpoint.name} (version {endpoint.version})")
         else:
             log(f"API points at endpoint {endpoint.name} (version {endpoint.version})")
         url = self.ensure_running(log)
-        health = _health(url)
-        if health is None or health.get("endpoint_name") != target.endpoint_name:
-            raise SentiflowError(
-                f"the API gateway at {url} does not serve endpoint {endpoint.name}; see {self.log_path}"
-            )
+        self._wait_switched(url, target)
         return ApiInfo(url=url, page_url=f"{url}/", endpoint_name=endpoint.name)
 
     def current(self) -> ApiInfo | None:
@@ -107,7 +89,10 @@ class LocalApiGateway:
     def clear(self, log: LogLine) -> None:
         """Point the API at nothing: ``/predict`` then answers 503 "no model is deployed"."""
         previous = read_api_target(self.state_path)
-        write_api_target(self.state_path, NO_TARGET)
+        target = write_api_target(self.state_path, NO_TARGET)
+        url = self.running_url()
+        if url is not None:
+            self._wait_switched(url, target)
         if previous.deployed:
             log(f"API no longer serves {previous.endpoint_name}; it answers 503 until the next deploy")
 
@@ -116,98 +101,72 @@ class LocalApiGateway:
         return read_api_target(self.state_path)
 
     # --- the gateway process -----------------------------------------------------------------------------
+    def record(self) -> ProcessRecord | None:
+        return ProcessRecord.load(self.server_path)
+
     def running_url(self) -> str | None:
-        """The URL of the live gateway recorded in ``api-server.json``, or None."""
-        record = self._record()
-        if record is None:
-            return None
-        health = _health(str(record.get("url")))
-        if health is None or health.get("pid") != record.get("pid"):
-            return None
-        return str(record["url"])
+        """The URL of the live gateway for this home: the one recorded in ``api-server.json``, else one that runs
+        on ``SENTIFLOW_API_PORT`` serving this home's state file (a ``sentiflow api`` in a terminal); or None."""
+        record = self.record()
+        if record is not None and record.url is not None and processes.alive(record):
+            health = _health(record.url)
+            if health is not None and health.get("pid") == record.pid:
+                return record.url
+        if self.settings.api_port:
+            url = f"http://127.0.0.1:{self.settings.api_port}"
+            health = _health(url, timeout=1.0)
+            if health is not None and health.get("state_file") == str(self.state_path):
+                return url
+        return None
 
     def ensure_running(self, log: LogLine) -> str:
-        """The URL of a live gateway; start a detached ``sentiflow api`` first when none runs."""
+        """The URL of a live gateway; start one first when none runs."""
         with self._lock():
-            url = self.running_url()
-            if url is not None:
-                return url
-            return self._start(log)
+            return self.running_url() or self._start(log)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> bool:
-        """Stop the detached gateway (SIGTERM, then SIGKILL); True when one was running."""
+        """Stop the gateway this backend started (SIGTERM: in-flight requests finish; SIGKILL after ``timeout``);
+        True if one ran. A ``sentiflow api`` started in a terminal is left to its user."""
         with self._lock():
-            record = self._record()
-            pid = int(record["pid"]) if record is not None else 0
-            if record is None or (self.running_url() is None and not _is_gateway_process(pid)):
-                self.server_path.unlink(missing_ok=True)
-                return False
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-            if not self._wait_gone(pid, timeout):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                self._wait_gone(pid, 5.0)
+            record = self.record()
+            running = record is not None and processes.alive(record)
+            if running:
+                processes.stop(record, grace_s=timeout)
             self.server_path.unlink(missing_ok=True)
-            return True
+            return running
 
     def _start(self, log: LogLine) -> str:
-        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.server_path.unlink(missing_ok=True)
-        port = self.settings.api_port
         env = {**os.environ, "SENTIFLOW_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
-        command = [sys.executable, "-c", _LAUNCH, "api", "--port", str(port), "--host", "127.0.0.1"]
-        with open(self.log_path, "ab") as log_file:
-            process = subprocess.Popen(  # noqa: S603 - our own interpreter and CLI
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,  # survives the flow run that started it
-                close_fds=True,
-                cwd=str(self.settings.home) if self.settings.home.is_dir() else None,
-                env=env,
-            )
-        deadline = time.monotonic() + START_TIMEOUT_S
+        home = self.settings.home if self.settings.home.is_dir() else None
+        record = processes.start(
+            [sys.executable, "-m", "serve.gateway", "--fd", processes.FD],
+            log_path=self.log_path,
+            env=env,
+            cwd=home,
+            host="127.0.0.1",
+            port=self.settings.api_port,
+            health_path="/healthz",
+            timeout_s=START_TIMEOUT_S,
+            name="the API gateway",
+            on_spawn=lambda started: started.save(self.server_path),
+        )
+        log(f"API gateway started on {record.url} (pid {record.pid}, log {self.log_path})")
+        return str(record.url)
+
+    def _wait_switched(self, url: str, target: ApiTarget, timeout_s: float = SWITCH_TIMEOUT_S) -> None:
+        """Until the gateway serves ``target``'s revision and its retired environments have finished."""
+        deadline = time.monotonic() + timeout_s
+        health: dict[str, Any] | None = None
         while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise SentiflowError(
-                    f"the API gateway (sentiflow api --port {port}) exited with code {process.returncode}: "
-                    f"{self._log_tail()}"
-                )
-            record = self._record()
-            if record is not None and record.get("pid") == process.pid:
-                health = _health(str(record.get("url")), timeout=1.0)
-                if health is not None and health.get("pid") == process.pid:
-                    log(f"API gateway started on {record['url']} (pid {process.pid}, log {self.log_path})")
-                    return str(record["url"])
-            time.sleep(0.1)
-        process.kill()
-        process.wait(timeout=5)
-        raise SentiflowError(f"the API gateway did not answer within {START_TIMEOUT_S:.0f} s: {self._log_tail()}")
-
-    def _record(self) -> dict[str, Any] | None:
-        try:
-            record = read_json(self.server_path)
-        except (OSError, ValueError):
-            return None
-        return record if isinstance(record, dict) and "pid" in record and "url" in record else None
-
-    def _log_tail(self, lines: int = 8) -> str:
-        try:
-            tail = self.log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-lines:]
-        except OSError:
-            return f"no log at {self.log_path}"
-        return " | ".join(tail) or f"empty log at {self.log_path}"
-
-    @staticmethod
-    def _wait_gone(pid: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not pid_alive(pid):
-                return True
+            health = _health(url)
+            done = health is not None and health.get("revision") == target.revision
+            if done and not health.get("switching") and not health.get("retiring_in_flight"):
+                return
             time.sleep(0.05)
-        return not pid_alive(pid)
+        raise SentiflowError(
+            f"the API gateway at {url} did not switch to {target.endpoint_name or 'no endpoint'} within "
+            f"{timeout_s:.0f} s (last health: {health}); see {self.log_path}"
+        )
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:

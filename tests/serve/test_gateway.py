@@ -1,155 +1,65 @@
-"""The local API gateway: a real server on 127.0.0.1 running the Lambda handler in process."""
+"""The local API gateway: the real process (``python -m serve.gateway``, started by the process helper) on 127.0.0.1,
+hosting the Lambda handler in execution environments, against the endpoint double or the real endpoint server."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
+import psutil
 import pytest
 
 from core.config import Settings
 from core.errors import SentiflowError
+from serve import lambda_runtime
 from serve.gateway import (
     NO_TARGET,
     ApiTarget,
-    GatewayServer,
     TargetWatcher,
     api_state_path,
     build_event,
-    make_gateway,
+    http_response,
     read_api_target,
     write_api_target,
 )
-from tests.fixtures.endpoint_double import predict, request, running_endpoint
-
-pytestmark = pytest.mark.e2e  # the gateway and an endpoint double run on loopback ports
-
-
-def point(settings: Settings, name: str, url: str, version: str) -> None:
-    write_api_target(api_state_path(settings), ApiTarget(name, url, version))
+from tests.fixtures.endpoint_double import NO_WORD_WARNING, predict, request, running_endpoint
+from tests.fixtures.local import RunningGateway
 
 
-def test_page_and_assets_are_served(gateway: GatewayServer) -> None:
-    status, headers, body = request(f"{gateway.url}/")
-    assert status == 200
-    assert headers["Content-Type"].startswith("text/html")
-    assert b'<textarea id="review"' in body and b'src="app.js"' in body
-    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
-        status, headers, body = request(f"{gateway.url}{path}")
-        assert status == 200 and headers["Content-Type"].startswith(kind) and body
-    assert request(f"{gateway.url}/nope")[0] == 404
+def point(settings: Settings, name: str, url: str, version: str, gateway: RunningGateway | None = None) -> None:
+    """Re-point the API the way the deploy stage does (and, given the gateway, wait until it switched)."""
+    target = write_api_target(api_state_path(settings), ApiTarget(name, url, version))
+    if gateway is not None:
+        gateway.api._wait_switched(gateway.url, target)
 
 
-def test_healthz_reports_the_target(gateway: GatewayServer, settings: Settings) -> None:
-    status, _, raw = request(f"{gateway.url}/healthz")
-    assert status == 200
-    health = json.loads(raw)
-    assert health["status"] == "ok" and health["endpoint_name"] is None
-    point(settings, "sentiment", "http://127.0.0.1:9", "4")
-    health = json.loads(request(f"{gateway.url}/healthz")[2])
-    assert health["endpoint_name"] == "sentiment" and health["model_version"] == "4"
+def environment_pids(gateway: RunningGateway) -> set[int]:
+    """The execution environments: the gateway's grandchildren under its fork server."""
+    record = gateway.api.record()
+    children = psutil.Process(record.pid).children(recursive=True)
+    return {p.pid for p in children if p.ppid() != record.pid and p.status() != psutil.STATUS_ZOMBIE}
 
 
-def test_predict_round_trip_with_cors(gateway: GatewayServer, settings: Settings) -> None:
-    with running_endpoint(version="3") as endpoint:
-        point(settings, "sentiment", endpoint.url, "3")
-        status, body = predict(gateway.url, "An excellent, wonderful film.")
-        assert status == 200
-        assert body["label"] == "positive" and body["model_version"] == "3"
-        assert body["latency_ms"] >= 0 and body["request_id"]
-        status, body = predict(gateway.url, "Boring and awful.")
-        assert body["label"] == "negative"
-        sent = endpoint.requests[-1]
-        assert sent["name"] == "sentiment" and json.loads(sent["body"]) == {"review": "Boring and awful."}
-        # plain text works too
-        status, _, raw = request(f"{gateway.url}/predict", "POST", b"great great", {"Content-Type": "text/plain"})
-        assert status == 200 and json.loads(raw)["label"] == "positive"
-        status, headers, raw = request(
-            f"{gateway.url}/predict",
-            "OPTIONS",
-            headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"},
-        )
-        assert status == 204 and raw == b""
-        assert headers["Access-Control-Allow-Origin"] == "*"
-        assert headers["Access-Control-Allow-Methods"] == "POST,OPTIONS"
-
-
-def test_no_target_is_503_and_bad_input_is_400(gateway: GatewayServer, settings: Settings) -> None:
-    status, body = predict(gateway.url, "A wonderful film")
-    assert status == 503 and body["error"] == "no model is deployed"
-    with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "1")
-        status, body = predict(gateway.url, "   ")
-        assert status == 400 and body["error"] == "empty review"
-        status, _, raw = request(f"{gateway.url}/predict", "POST", b"x" * (2 << 20), {"Content-Type": "text/plain"})
-        assert status == 413
-
-
-def test_cleared_target_answers_503(gateway: GatewayServer, settings: Settings) -> None:
-    with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "1")
-        assert predict(gateway.url, "great")[0] == 200
-        write_api_target(api_state_path(settings), NO_TARGET)
-        status, body = predict(gateway.url, "great")
-        assert status == 503 and body["error"] == "no model is deployed"
-
-
-def test_endpoint_gone_is_503(gateway: GatewayServer, settings: Settings) -> None:
-    with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "1")
-    status, body = predict(gateway.url, "great")  # the endpoint server has stopped
-    assert status == 503 and body["error"] == "no model is deployed"
-
-
-def test_repointing_under_load_drops_no_request(gateway: GatewayServer, settings: Settings) -> None:
-    """Blue/green: switch the state file while requests run, then stop the old endpoint at once."""
-    with running_endpoint(version="1") as blue, running_endpoint(version="2") as green:
-        point(settings, "sentiment", blue.url, "1")
-        stop = threading.Event()
-        results: list[tuple[int, str | None]] = []
-        lock = threading.Lock()
-
-        def client() -> None:
-            while not stop.is_set():
-                status, body = predict(gateway.url, "wonderful and excellent")
-                with lock:
-                    results.append((status, body.get("model_version")))
-
-        with ThreadPoolExecutor(max_workers=4) as pool:
-            futures = [pool.submit(client) for _ in range(4)]
-            deadline = time.monotonic() + 10
-            while len(results) < 40 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            point(settings, "sentiment", green.url, "2")
-            blue.stop()  # no drain period: requests still aimed at blue are retried on green
-            switched = len(results)
-            while len(results) < switched + 60 and time.monotonic() < deadline + 10:
-                time.sleep(0.01)
-            stop.set()
-            for future in futures:
-                future.result()
-        failures = [r for r in results if r[0] != 200]
-        assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
-        assert {v for _, v in results[:20]} == {"1"}
-        assert {v for _, v in results[-20:]} == {"2"}
-        assert len(results) >= 100
+# --- pure parts ------------------------------------------------------------------------------------------------
 
 
 def test_target_watcher_rereads_only_on_change(tmp_path: Path) -> None:
     path = tmp_path / "api.json"
     watcher = TargetWatcher(path)
     assert watcher.get() == NO_TARGET
-    write_api_target(path, ApiTarget("a", "http://127.0.0.1:1", "1"))
-    first = watcher.get()
-    assert first.endpoint_name == "a" and watcher.get() is first
-    write_api_target(path, ApiTarget("b", "http://127.0.0.1:2", "2"))
-    assert watcher.get().endpoint_name == "b"
+    first = write_api_target(path, ApiTarget("a", "http://127.0.0.1:1", "1"))
+    assert watcher.get() == first and watcher.get() is watcher.get()
+    second = write_api_target(path, ApiTarget("a", "http://127.0.0.1:1", "1"))  # the same content, a new revision
+    assert watcher.get() == second and second.revision != first.revision
     path.write_text("{broken")  # a corrupt file keeps the last good target
-    assert watcher.get().endpoint_name == "b"
+    assert watcher.get() == second
     path.unlink()
     assert watcher.get() == NO_TARGET
 
@@ -162,12 +72,33 @@ def test_state_file_validation(tmp_path: Path) -> None:
         read_api_target(tmp_path / "bad.json")
 
 
+def test_the_function_configuration_and_its_process_environment() -> None:
+    target = ApiTarget("sentiment-v3", "http://127.0.0.1:9000", "3", allow_origin="https://x.example")
+    assert target.configuration() == {
+        "ALLOW_ORIGIN": "https://x.example",
+        "ENDPOINT_NAME": "sentiment-v3",
+        "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": "http://127.0.0.1:9000",
+        "MODEL_VERSION": "3",
+        "AWS_ACCESS_KEY_ID": "local",
+        "AWS_SECRET_ACCESS_KEY": "local",
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    assert "ENDPOINT_NAME" not in NO_TARGET.configuration()
+    base = {"PATH": "/bin", "AWS_PROFILE": "prod", "AWS_ACCESS_KEY_ID": "AKIAREAL", "HTTPS_PROXY": "http://p:3128"}
+    env = lambda_runtime.function_environment(target.configuration(), base)
+    assert env["PATH"] == "/bin" and env["AWS_ACCESS_KEY_ID"] == "local" and "AWS_PROFILE" not in env
+    assert "HTTPS_PROXY" not in env and env["AWS_CONFIG_FILE"] == os.devnull
+    assert env["AWS_LAMBDA_FUNCTION_NAME"] == lambda_runtime.FUNCTION_NAME
+
+
 def test_build_event_is_payload_v2() -> None:
-    event = build_event(
-        "POST", "/predict", "a=1", {"content-type": "application/json"}, b'{"review":"x"}', "127.0.0.1", "r1"
-    )
+    headers = {"content-type": "application/json", "cookie": "a=1; b=2", "host": "127.0.0.1:8600"}
+    event = build_event("POST", "/predict", "a=1&b", headers, b'{"review":"x"}', "127.0.0.1", "r1")
     assert event["version"] == "2.0" and event["routeKey"] == "POST /predict"
-    assert event["rawPath"] == "/predict" and event["rawQueryString"] == "a=1"
+    assert event["rawPath"] == "/predict" and event["rawQueryString"] == "a=1&b"
+    assert event["queryStringParameters"] == {"a": "1", "b": ""}
+    assert event["cookies"] == ["a=1", "b=2"] and "cookie" not in event["headers"]
     assert event["requestContext"]["http"] == {
         "method": "POST",
         "path": "/predict",
@@ -175,33 +106,197 @@ def test_build_event_is_payload_v2() -> None:
         "sourceIp": "127.0.0.1",
         "userAgent": "",
     }
-    assert event["requestContext"]["requestId"] == "r1"
+    assert event["requestContext"]["requestId"] == "r1" and event["requestContext"]["domainName"] == "127.0.0.1:8600"
     assert event["body"] == '{"review":"x"}' and event["isBase64Encoded"] is False
     binary = build_event("POST", "/predict", "", {"content-type": "application/octet-stream"}, b"\xff", "::1", "r2")
     assert binary["isBase64Encoded"] is True and binary["body"] == "/w=="
+    bad_text = build_event("POST", "/predict", "", {"content-type": "text/plain"}, b"caf\xe9", "::1", "r3")
+    assert bad_text["isBase64Encoded"] is True  # not UTF-8: passed on as bytes, the handler answers 400
 
 
-def test_port_in_use_is_a_clear_error(gateway: GatewayServer, settings: Settings) -> None:
-    with pytest.raises(SentiflowError, match="cannot listen"):
-        make_gateway(settings, port=gateway.port)
+def test_http_response_from_payload_v2_answers() -> None:
+    assert http_response({"statusCode": 201, "headers": {"X-A": 1}, "body": "hi"}) == (201, {"X-A": "1"}, b"hi")
+    assert http_response({"statusCode": 200, "body": "aGk=", "isBase64Encoded": True})[2] == b"hi"
+    assert http_response({"label": "positive"}) == (200, {"content-type": "application/json"}, b'{"label": "positive"}')
 
 
-def test_through_the_real_endpoint_server_and_a_real_model(
-    gateway: GatewayServer, settings: Settings, tiny: Any, tiny_loaded: Any
+# --- the gateway process ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.e2e
+def test_page_assets_and_health(gateway: RunningGateway, settings: Settings) -> None:
+    status, headers, body = request(f"{gateway.url}/")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert b'<textarea id="review"' in body and b'src="app.js"' in body
+    for path, kind in (("/app.js", "text/javascript"), ("/style.css", "text/css")):
+        status, headers, body = request(f"{gateway.url}{path}")
+        assert status == 200 and headers["content-type"].startswith(kind) and body
+    status, headers, body = request(f"{gateway.url}/nope")
+    assert status == 404 and json.loads(body)["error"] == "not found" and body.count(b"\n") == 0
+    health = json.loads(request(f"{gateway.url}/healthz")[2])
+    assert health["status"] == "ok" and health["endpoint_name"] is None
+    assert health["state_file"] == str(api_state_path(settings)) and health["pid"] == gateway.api.record().pid
+    point(settings, "sentiment", "http://127.0.0.1:9", "4", gateway)
+    health = json.loads(request(f"{gateway.url}/healthz")[2])
+    assert health["endpoint_name"] == "sentiment" and health["model_version"] == "4"
+
+
+@pytest.mark.e2e
+def test_predict_round_trip_with_cors_and_request_ids(gateway: RunningGateway, settings: Settings) -> None:
+    with running_endpoint() as endpoint:
+        point(settings, "sentiment", endpoint.url, "3", gateway)
+        status, body = predict(gateway.url, "An excellent, wonderful film.")
+        assert status == 200 and body["label"] == "positive" and body["model_version"] == "3"
+        assert body["latency_ms"] >= 0 and body["request_id"]
+        status, body = predict(gateway.url, "the and of a")
+        assert status == 200 and body["known_words"] == 0 and body["warning"] == NO_WORD_WARNING
+        sent = endpoint.requests[-1]
+        assert sent["name"] == "sentiment" and json.loads(sent["body"]) == {"review": "the and of a"}
+        status, headers, raw = request(f"{gateway.url}/predict", "POST", b"great great", {"Content-Type": "text/plain"})
+        assert status == 200 and json.loads(raw)["label"] == "positive"
+        assert headers["apigw-requestid"] and headers["x-request-id"] == json.loads(raw)["request_id"]
+        preflight = {"Origin": "http://example.test", "Access-Control-Request-Method": "POST"}
+        status, headers, raw = request(f"{gateway.url}/predict", "OPTIONS", headers=preflight)
+        assert status == 204 and raw == b""
+        assert (
+            headers["access-control-allow-origin"] == "*" and headers["access-control-allow-methods"] == "POST,OPTIONS"
+        )
+        status, headers, raw = request(f"{gateway.url}/predict", "GET")
+        assert status == 405 and headers["allow"] == "POST, OPTIONS"
+
+
+@pytest.mark.e2e
+def test_bad_input_is_a_one_line_4xx_never_a_5xx(gateway: RunningGateway, settings: Settings) -> None:
+    with running_endpoint() as endpoint:
+        point(settings, "sentiment", endpoint.url, "1", gateway)
+        cases = [
+            (b"", "application/json", 400),
+            (b"   ", "text/plain", 400),
+            (b'{"review": 3}', "application/json", 400),
+            (b"[1, 2]", "application/json", 400),
+            (b'{"review": "caf\xe9"}', "application/json", 400),  # invalid UTF-8
+            (b'{"review": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "application/json", 400),  # deeply nested
+            (json.dumps({"review": "x" * 20_001}).encode(), "application/json", 400),
+            (b"x" * (2 << 20), "text/plain", 413),  # over the body limit
+        ]
+        for body, content_type, expected in cases:
+            status, _, raw = request(f"{gateway.url}/predict", "POST", body, {"Content-Type": content_type})
+            assert status == expected, (body[:40], raw)
+            assert raw.count(b"\n") == 0 and json.loads(raw)["message"]
+        assert endpoint.requests == []
+
+
+@pytest.mark.e2e
+def test_no_target_cleared_target_and_gone_endpoint_are_503(gateway: RunningGateway, settings: Settings) -> None:
+    status, body = predict(gateway.url, "A wonderful film")
+    assert status == 503 and body["error"] == "no model is deployed"
+    with running_endpoint() as endpoint:
+        point(settings, "sentiment", endpoint.url, "1", gateway)
+        assert predict(gateway.url, "great")[0] == 200
+        point(settings, None, None, None, gateway)  # type: ignore[arg-type]
+        status, body = predict(gateway.url, "great")
+        assert status == 503 and body["error"] == "no model is deployed"
+        point(settings, "sentiment", endpoint.url, "1", gateway)
+    started = time.monotonic()
+    status, body = predict(gateway.url, "great")  # the endpoint server has stopped
+    assert status == 503 and body["error"] == "no model is deployed" and time.monotonic() - started < 1.0
+
+
+@pytest.mark.e2e
+def test_a_new_configuration_gets_fresh_environments_and_in_flight_requests_finish(
+    gateway: RunningGateway, settings: Settings
 ) -> None:
-    """Page → gateway → Lambda handler → boto3 → ``serve.server.EndpointServer`` → the tiny trained model."""
-    from model.inference import InferenceInput, output_fn, predict_fn
-    from serve.server import EndpointServer
+    """Like UpdateFunctionConfiguration: requests already running on the old environments finish there (against the
+    old endpoint), new ones go to fresh environments, the old environments retire."""
+    with running_endpoint(names=("blue", "green")) as endpoint:
+        point(settings, "slow", endpoint.url, "1", gateway)  # "slow" answers after 0.3 s
+        before = environment_pids(gateway)
+        assert len(before) == 4
+        with ThreadPoolExecutor(4) as pool:
+            slow = [pool.submit(predict, gateway.url, "wonderful") for _ in range(4)]
+            time.sleep(0.1)  # they are running now
+            target = write_api_target(api_state_path(settings), ApiTarget("green", endpoint.url, "2"))
+            started = time.monotonic()
+            gateway.api._wait_switched(gateway.url, target)
+            assert all(future.done() for future in slow)  # the switch waited for them
+            assert [future.result()[1]["model_version"] for future in slow] == ["1"] * 4
+        assert time.monotonic() - started < 10
+        status, body = predict(gateway.url, "wonderful")
+        assert status == 200 and body["model_version"] == "2"
+        deadline = time.monotonic() + 10
+        while environment_pids(gateway) & before and time.monotonic() < deadline:
+            time.sleep(0.1)
+        after = environment_pids(gateway)
+        assert len(after) == 4 and not after & before  # retired and replaced
 
-    with EndpointServer(tiny_loaded, name="sentiment-v1") as endpoint:
-        point(settings, "sentiment-v1", endpoint.url, "1")
-        for review in tiny.test_reviews[:6]:
+
+@pytest.mark.e2e
+def test_repointing_under_load_drops_no_request(gateway: RunningGateway, settings: Settings) -> None:
+    """Blue/green: switch the state file while requests run; once the switch is complete, stop the old endpoint."""
+    with running_endpoint(names=("sentiment",)) as blue, running_endpoint(names=("sentiment",)) as green:
+        point(settings, "sentiment", blue.url, "1", gateway)
+        stop = threading.Event()
+        results: list[tuple[int, str | None]] = []
+
+        def client() -> None:
+            with httpx.Client(timeout=30, trust_env=False) as http:
+                while not stop.is_set():
+                    response = http.post(f"{gateway.url}/predict", json={"review": "wonderful and excellent"})
+                    results.append((response.status_code, response.json().get("model_version")))
+
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            futures = [pool.submit(client) for _ in range(4)]
+            deadline = time.monotonic() + 20
+            while len(results) < 40 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            point(settings, "sentiment", green.url, "2", gateway)  # returns once nothing runs against blue
+            blue.stop()  # no grace period
+            switched = len(results)
+            while len(results) < switched + 60 and time.monotonic() < deadline + 20:
+                time.sleep(0.01)
+            stop.set()
+            for future in futures:
+                future.result()
+        failures = [r for r in results if r[0] != 200]
+        assert not failures, f"{len(failures)} of {len(results)} requests failed: {failures[:5]}"
+        assert {v for _, v in results[:20]} == {"1"} and {v for _, v in results[-20:]} == {"2"}
+
+
+@pytest.mark.e2e
+def test_a_crashed_environment_is_replaced(gateway: RunningGateway, settings: Settings) -> None:
+    """kill -9 of an execution environment: the requests it held fail (502), the next ones get fresh environments."""
+    with running_endpoint() as endpoint:
+        point(settings, "sentiment", endpoint.url, "1", gateway)
+        assert predict(gateway.url, "great")[0] == 200
+        victim = sorted(environment_pids(gateway))[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        statuses = []
+        while time.monotonic() < deadline:
+            status, body = predict(gateway.url, "great")
+            statuses.append(status)
+            if status == 200 and len(statuses) > 1:
+                break
+        assert statuses[-1] == 200 and set(statuses) <= {200, 502}, statuses
+        assert victim not in environment_pids(gateway)
+
+
+@pytest.mark.e2e
+def test_through_the_real_endpoint_server_and_a_real_model(
+    gateway: RunningGateway, settings: Settings, tiny: Any, tmp_path: Path
+) -> None:
+    """Page → gateway → Lambda handler → boto3 → ``python -m serve.endpoint`` → the tiny trained model."""
+    from backends.local.endpoints import start_endpoint_server
+    from core import processes
+
+    server = start_endpoint_server(settings, tiny.model_dir, tmp_path / "endpoint", "sentiment-v1")
+    try:
+        point(settings, "sentiment-v1", str(server.url), "1", gateway)
+        for review in [*tiny.test_reviews[:4], "<br /><br />"]:
             status, body = predict(gateway.url, review)
             assert status == 200, body
-            expected = json.loads(output_fn(predict_fn(InferenceInput(texts=[review], single=True), tiny_loaded), None))
-            assert body["label"] == expected["label"]
-            assert body["score"] == pytest.approx(expected["score"])
-            assert body["model_version"] == "1"
-        point(settings, "sentiment-v0", endpoint.url, "0")  # a name this server does not serve
-        status, body = predict(gateway.url, tiny.test_reviews[0])
-        assert status == 503 and body["error"] == "no model is deployed"
+            direct = httpx.post(f"{server.url}/invocations", json={"review": review}, trust_env=False).json()
+            assert (body["label"], body["score"], body["model_version"]) == (direct["label"], direct["score"], "1")
+            assert body.get("warning") == direct.get("warning")
+    finally:
+        processes.stop(server, grace_s=10)
