@@ -3,8 +3,9 @@
     python benchmarks/parity.py --model MODEL --data reviews.parquet --channels CHANNEL_SET_DIR
         [--max-reviews-per-class N]
 
-Batch: the local batch transform over ``<channels>/test/test_features.csv``. Endpoint: a real
-``sentiflow serve`` process, fed the raw test reviews (same order as the channel) as JSON over HTTP.
+Batch: the local batch transform over ``<channels>/test/test_features.csv``. Endpoint: a real endpoint server
+process (``python -m serve.endpoint``, started as a deploy starts it), fed the raw test reviews (same order as the
+channel) as JSON over HTTP.
 Exit code 0 iff every label matches and every score is within 1e-5.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -30,15 +32,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, required=True, help="reviews.parquet of the dataset")
     parser.add_argument("--channels", type=Path, required=True, help="channel set folder (holds test/)")
     parser.add_argument("--max-reviews-per-class", type=int, default=None, help="as given to data preparation")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=256, help="reviews per JSON request to the endpoint")
     args = parser.parse_args(argv)
 
+    from backends.local.endpoints import start_endpoint_server
     from backends.local.storage import LocalArtifactStore
     from backends.local.transform import LocalBatchTransformer
     from backends.models import resolve_model_dir
+    from core import processes
     from core.config import get_settings
     from model.artifact import pack_model_dir
-    from serve.process import start_server_process
     from tasks.parity import raw_test_reviews
     from tasks.transform import load_transform_scores
 
@@ -50,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         store.put_file(pack_model_dir(model_dir, Path(tmp) / "model.tar.gz"), "model/model.tar.gz")
         store.put_file(args.channels / "test" / "test_features.csv", "test/test_features.csv")
         started = time.perf_counter()
-        out = LocalBatchTransformer(settings, store, args.batch_size).transform(
+        out = LocalBatchTransformer(settings, store).transform(
             store.uri("model/model.tar.gz"), store.uri("test/test_features.csv"), "out", lambda line: None
         )
         batch_labels, batch_scores = load_transform_scores(store, out)
@@ -59,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {len(reviews)} raw test reviews but {len(batch_labels)} batch rows; wrong --channels/--data?")
         return 2
 
-    server = start_server_process(str(model_dir), extra_args=["--access-log", "off"])
+    folder = Path(tempfile.mkdtemp(prefix="parity-endpoint-"))
+    server = start_endpoint_server(settings, model_dir, folder, "parity")
     served: list[dict] = []
     started = time.perf_counter()
     try:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", int(server.port or 0), timeout=120)
         for start in range(0, len(reviews), args.batch_size):
             body = json.dumps({"reviews": reviews[start : start + args.batch_size]}).encode()
             conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
@@ -75,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             served.extend(json.loads(payload))
         conn.close()
     finally:
-        server.stop()
+        processes.stop(server)
+        shutil.rmtree(folder, ignore_errors=True)
     endpoint_s = time.perf_counter() - started
 
     label_mismatch = [i for i, (a, b) in enumerate(zip(batch_labels, served, strict=True)) if a != b["label"]]

@@ -1,47 +1,39 @@
-"""Local endpoints: each one is a detached ``sentiflow serve`` process on a free loopback port.
+"""Local endpoints: each one is an endpoint server process (``python -m serve.endpoint``) on a free loopback port.
 
-Life cycle of ``deploy(name, ...)``:
+Life cycle of ``deploy(name, ...)``, like ``CreateEndpoint``:
 
 1. a registry row is written with status ``Creating``;
-2. the model artifact is copied from the store into ``<home>/endpoints/<name>/`` (a plain path is used as is);
-3. ``sentiflow serve --model … --port 0 --name NAME`` is started detached — in its own session, through a
-   short-lived launcher so it is not a child of the flow process, output to
-   ``<home>/endpoints/<name>/server.log`` — and survives the process that deployed it;
-4. the port is read from the server's ``listening on http://127.0.0.1:PORT`` line (port 0: the OS picks a free
-   one, so two deploys never race for a port), and the endpoint becomes ``InService`` once ``GET /ping``
-   answers 200.
+2. the model artifact is unpacked into ``<home>/endpoints/<name>/model/`` (the container's ``/opt/ml/model``);
+3. the server is started through :mod:`core.processes` — detached in its own session (it outlives the flow run that
+   deployed it), on a socket the helper bound (no port race), its log in ``<home>/endpoints/<name>/server.log`` —
+   and its pid and create time land in the registry at once;
+4. it is ``InService`` once ``GET /ping`` answers 200 (the model is loaded).
 
-A server that exits or does not answer within ``start_timeout_s`` is killed, its row marked deleted, and a
+A server that exits or does not answer within ``start_timeout_s`` is stopped, its row marked deleted, and a
 :class:`SentiflowError` carries the tail of its log. ``delete`` drains: SIGTERM (the server finishes in-flight
-requests), a bounded wait, then SIGKILL. Liveness is re-checked on every ``get``/``list``: a dead process
-turns the endpoint ``Failed``.
+requests), a bounded wait, then SIGKILL of its process group. Liveness (pid *and* create time) is re-checked on every
+``get``/``list``: a dead process turns the endpoint ``Failed``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
 
 import httpx
-import psutil
 
 from backends.base import EndpointInfo, LogLine, TeardownDecision
 from backends.local.registry import EndpointRecord, Registry, parse_time, utc_now
+from core import processes
 from core.errors import SentiflowError
 from core.io import local_path
-from core.processes import pid_alive
+from core.processes import ProcessRecord
 
 if TYPE_CHECKING:
     from backends.base import ArtifactStore
@@ -49,53 +41,71 @@ if TYPE_CHECKING:
 
 BACKEND = "local"
 NAME_PATTERN = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
-LISTENING = re.compile(r"listening on (http://[^\s/]+)")
-SERVE_COMMAND: tuple[str, ...] = (sys.executable, "-c", "from sentiflow.cli import main; main()", "serve")
-
-# Starts argv[2:] in a new session with stdio on the log file argv[1], prints its pid and exits, so the
-# server is re-parented away from the deploying process (no zombie there, no signal from its process group).
-_LAUNCHER = """
-import subprocess, sys
-with open(sys.argv[1], "ab", buffering=0) as log:
-    proc = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True, close_fds=True)
-print(proc.pid, flush=True)
-"""
+ENDPOINT_MODULE = "serve.endpoint"
+MODEL_WEIGHTS = "model.pth"
 
 
-def log_tail(path: Path, lines: int = 30, max_chars: int = 4000) -> str:
-    """The last ``lines`` lines of a text file (at most ``max_chars`` characters); "" if it is missing."""
+def endpoint_command(
+    model_dir: Path,
+    *,
+    name: str,
+    state_dir: Path,
+    access_log: Path | str = "-",
+    extra: tuple[str, ...] = (),
+    module: str | None = None,
+) -> list[str]:
+    """The endpoint server's command on the helper's inherited socket (the shared contract of ``serve.endpoint``)."""
+    command = [sys.executable, "-m", module or ENDPOINT_MODULE, str(model_dir), "--fd", processes.FD, "--name", name]
+    return [*command, "--state-dir", str(state_dir), "--access-log", str(access_log), *extra]
+
+
+def start_endpoint_server(
+    settings: Settings,
+    model_dir: Path,
+    folder: Path,
+    name: str,
+    *,
+    timeout_s: float = 60.0,
+    extra: tuple[str, ...] = (),
+    env: Mapping[str, str] | None = None,
+    module: str | None = None,
+    on_spawn: Callable[[ProcessRecord], None] | None = None,
+) -> ProcessRecord:
+    """Start an endpoint server for ``model_dir`` (state and logs under ``folder``); its record once ``/ping`` is 200.
+
+    The one way the local backend starts a model server: deploys and batch transforms alike. ``env`` adds to the
+    model's environment (a transform job's ``Environment``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    command = endpoint_command(
+        model_dir, name=name, state_dir=folder, access_log=folder / "access.log", extra=extra, module=module
+    )
+    environment = {**os.environ, "SENTIFLOW_HOME": str(settings.home), "PYTHONUNBUFFERED": "1", **(env or {})}
+    return processes.start(
+        command,
+        log_path=folder / "server.log",
+        env=environment,
+        cwd=folder,
+        host=settings.serve_host,
+        port=0,
+        health_path="/ping",
+        timeout_s=timeout_s,
+        name=f"endpoint {name}",
+        on_spawn=on_spawn,
+    )
+
+
+def unpack_model_into(artifact: Path, target: Path) -> Path:
+    """``target`` holding the model of ``artifact`` (a model folder is used as it is; a ``.tar.gz`` is unpacked)."""
+    from model.artifact import ArtifactError, unpack_model
+
+    if artifact.is_dir():
+        if not (artifact / MODEL_WEIGHTS).is_file():
+            raise SentiflowError(f"model folder {artifact} holds no {MODEL_WEIGHTS}; pass a trained model folder")
+        return artifact
     try:
-        with open(path, "rb") as handle:
-            handle.seek(0, os.SEEK_END)
-            size = handle.tell()
-            handle.seek(max(0, size - max_chars * 2))
-            text = handle.read().decode("utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.splitlines()[-lines:])[-max_chars:]
-
-
-def process_rss(pid: int | None) -> int:
-    """Resident memory in bytes of ``pid`` and its descendants (0 if it is gone)."""
-    if not pid:
-        return 0
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.Error:
-        return 0
-    total = 0
-    for item in procs:
-        try:
-            total += item.memory_info().rss
-        except psutil.Error:
-            continue
-    return total
-
-
-def _format_bytes(count: int) -> str:
-    return f"{count / (1 << 20):.0f} MiB"
+        return unpack_model(artifact, target)
+    except ArtifactError as error:
+        raise SentiflowError(f"model {artifact} cannot be served: {error}") from None
 
 
 class LocalEndpointManager:
@@ -106,16 +116,15 @@ class LocalEndpointManager:
         settings: Settings,
         store: ArtifactStore | None = None,
         *,
-        serve_command: Sequence[str] | None = None,
         start_timeout_s: float = 60.0,
         drain_timeout_s: float = 30.0,
+        server_module: str | None = None,
     ) -> None:
-        """``serve_command`` is the argv prefix that ``--model M --port 0 --name N`` is appended to."""
         self.settings = settings
         self.store = store
-        self.serve_command = tuple(serve_command or SERVE_COMMAND)
         self.start_timeout_s = start_timeout_s
         self.drain_timeout_s = drain_timeout_s
+        self.server_module = server_module
         self.registry = Registry.for_settings(settings)
         self.root = settings.home / "endpoints"
 
@@ -127,22 +136,33 @@ class LocalEndpointManager:
     def log_path(self, name: str) -> Path:
         return self.endpoint_dir(name) / "server.log"
 
-    def _resolve_model(self, name: str, model_uri: str) -> str:
-        """A local path ``sentiflow serve`` can load: a copy of the store object, or the path itself."""
+    def _process(self, record: EndpointRecord) -> ProcessRecord | None:
+        if record.pid is None or record.pid_started_at is None:
+            return None
+        return ProcessRecord(
+            record.pid, record.pid_started_at, str(self.log_path(record.name)), record.port, record.url
+        )
+
+    def _alive(self, record: EndpointRecord) -> bool:
+        process = self._process(record)
+        return process is not None and processes.alive(process)
+
+    def _model_dir(self, name: str, model_uri: str) -> Path:
+        """The unpacked model for ``model_uri`` (a path, ``file://`` URI or store URI) under the endpoint's folder."""
+        target = self.endpoint_dir(name) / "model"
         path = local_path(model_uri)
         if path is not None:
-            if path.exists():
-                return str(path.resolve())
-            raise SentiflowError(
-                f"model artifact {model_uri!r} does not exist; pass a model.tar.gz, a model folder "
-                "or a store URI from a training run"
-            )
+            if not path.exists():
+                raise SentiflowError(
+                    f"model artifact {model_uri!r} does not exist; pass a model.tar.gz, a model folder "
+                    "or a store URI from a training run"
+                )
+            return unpack_model_into(path.resolve(), target)
         if self.store is None:
             raise SentiflowError(f"cannot fetch {model_uri!r}: this endpoint manager has no artifact store")
         try:
             key = self.store.key_from_uri(model_uri)
-            target = self.endpoint_dir(name) / "model" / (Path(key).name or "model.tar.gz")
-            return str(self.store.get_file(key, target))
+            tar_path = self.store.get_file(key, self.endpoint_dir(name) / "model.tar.gz")
         except SentiflowError:
             raise
         except Exception as error:  # noqa: BLE001 - any store failure becomes a user-facing message
@@ -150,69 +170,17 @@ class LocalEndpointManager:
                 f"cannot fetch model artifact {model_uri!r} from the store: {error}; check the URI "
                 "(see the training run's output) and SENTIFLOW_HOME"
             ) from error
-
-    def _spawn(self, argv: Sequence[str], log_path: Path) -> tuple[int, float | None]:
-        env = {**os.environ, "SENTIFLOW_HOME": str(self.settings.home), "PYTHONUNBUFFERED": "1"}
-        done = subprocess.run(
-            [sys.executable, "-c", _LAUNCHER, str(log_path), *argv],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=60,
-            check=False,
-        )
-        if done.returncode != 0 or not done.stdout.strip().isdigit():
-            raise SentiflowError(
-                f"could not start the endpoint server {' '.join(argv)!r}: {done.stderr.strip()[-2000:]}"
-            )
-        pid = int(done.stdout.strip())
         try:
-            started_at: float | None = psutil.Process(pid).create_time()
-        except psutil.Error:
-            started_at = None
-        return pid, started_at
-
-    @staticmethod
-    def _signal(pid: int, started_at: float | None, sig: signal.Signals) -> None:
-        """Send ``sig`` to the server's process group (it leads its own session), or to the pid alone."""
-        if not pid_alive(pid, started_at):
-            return
-        try:
-            os.killpg(pid, sig)
-        except (ProcessLookupError, PermissionError):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-
-    def _stop(self, pid: int | None, started_at: float | None, drain_timeout_s: float) -> bool:
-        """SIGTERM, wait up to ``drain_timeout_s`` for exit, then SIGKILL; True if it stopped gracefully."""
-        if not pid_alive(pid, started_at):
-            return True
-        assert pid is not None
-        self._signal(pid, started_at, signal.SIGTERM)
-        deadline = time.monotonic() + drain_timeout_s
-        while time.monotonic() < deadline:
-            if not pid_alive(pid, started_at):
-                return True
-            time.sleep(0.1)
-        self._signal(pid, started_at, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while pid_alive(pid, started_at) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        return False
-
-    @staticmethod
-    def _ping(url: str) -> bool:
-        try:
-            return httpx.get(f"{url}/ping", timeout=2.0).status_code == 200
-        except httpx.HTTPError:
-            return False
+            return unpack_model_into(tar_path, target)
+        finally:
+            tar_path.unlink(missing_ok=True)
 
     def _info(self, record: EndpointRecord) -> EndpointInfo:
         return record.to_info(log=str(self.log_path(record.name)))
 
     def _refresh(self, record: EndpointRecord) -> EndpointRecord:
-        """Turn an InService/Creating endpoint whose process died into Failed."""
-        if record.status in ("InService", "Creating", "Deleting") and not pid_alive(record.pid, record.pid_started_at):
+        """Turn an InService/Creating/Deleting endpoint whose process died into Failed."""
+        if record.status in ("InService", "Creating", "Deleting") and not self._alive(record):
             if record.status == "Creating" and record.pid is None:
                 return record  # still being launched
             return self.registry.update_endpoint(record.name, status="Failed")
@@ -231,55 +199,36 @@ class LocalEndpointManager:
             EndpointRecord(name=name, backend=BACKEND, model_uri=model_uri, version=version, status="Creating")
         )
         folder = self.endpoint_dir(name)
-        pid: int | None = None
-        started_at: float | None = None
+
+        def remember(process: ProcessRecord) -> None:
+            self.registry.update_endpoint(
+                name, pid=process.pid, pid_started_at=process.create_time, port=process.port, url=process.url
+            )
+
         try:
             if folder.exists():
                 shutil.rmtree(folder)
             folder.mkdir(parents=True)
-            model_path = self._resolve_model(name, model_uri)
-            argv = [*self.serve_command, "--model", model_path, "--port", "0", "--name", name]
+            model_dir = self._model_dir(name, model_uri)
             log(f"starting endpoint {name} (model v{version}: {model_uri})")
-            pid, started_at = self._spawn(argv, self.log_path(name))
-            self.registry.update_endpoint(name, pid=pid, pid_started_at=started_at)
-            url = self._wait_ready(name, pid, started_at)
+            process = start_endpoint_server(
+                self.settings,
+                model_dir,
+                folder,
+                name,
+                timeout_s=self.start_timeout_s,
+                module=self.server_module,
+                on_spawn=remember,
+            )
         except BaseException as error:
-            if pid is not None:
-                self._stop(pid, started_at, drain_timeout_s=2.0)
             self.registry.update_endpoint(name, status="Failed", deleted_at=utc_now())
             shutil.rmtree(folder / "model", ignore_errors=True)
             if isinstance(error, SentiflowError | KeyboardInterrupt):
                 raise
             raise SentiflowError(f"endpoint {name} failed to start: {error}") from error
-        port = urlparse(url).port
-        record = self.registry.update_endpoint(name, status="InService", url=url, port=port)
-        log(f"endpoint {name} is InService at {url} (pid {pid})")
+        record = self.registry.update_endpoint(name, status="InService")
+        log(f"endpoint {name} is InService at {process.url} (pid {process.pid})")
         return self._info(record)
-
-    def _wait_ready(self, name: str, pid: int, started_at: float | None) -> str:
-        log_file = self.log_path(name)
-        deadline = time.monotonic() + self.start_timeout_s
-        url: str | None = None
-        while True:
-            if not pid_alive(pid, started_at):
-                raise SentiflowError(
-                    f"endpoint {name} exited while starting; last lines of {log_file}:\n{log_tail(log_file)}"
-                )
-            if url is None:
-                try:
-                    match = LISTENING.search(log_file.read_text(encoding="utf-8", errors="replace"))
-                except OSError:
-                    match = None
-                url = match.group(1) if match else None
-            if url is not None and self._ping(url):
-                return url
-            if time.monotonic() > deadline:
-                what = "did not answer GET /ping" if url else "did not report its port"
-                raise SentiflowError(
-                    f"endpoint {name} {what} within {self.start_timeout_s:.0f} s; it was stopped. "
-                    f"Last lines of {log_file}:\n{log_tail(log_file)}"
-                )
-            time.sleep(0.2)
 
     def delete(self, name: str, drain_timeout_s: float | None = None) -> None:
         """Drain and stop endpoint ``name`` (SIGTERM → wait → SIGKILL) and mark it deleted."""
@@ -287,8 +236,9 @@ class LocalEndpointManager:
         if record is None or record.backend != BACKEND:
             raise SentiflowError(f"no local endpoint named {name!r}; see `sentiflow endpoints list`")
         self.registry.update_endpoint(name, status="Deleting")
-        timeout = self.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
-        self._stop(record.pid, record.pid_started_at, timeout)
+        process = self._process(record)
+        if process is not None:
+            processes.stop(process, self.drain_timeout_s if drain_timeout_s is None else drain_timeout_s)
         self.registry.mark_deleted(name)
         shutil.rmtree(self.endpoint_dir(name) / "model", ignore_errors=True)
 
@@ -314,6 +264,7 @@ class LocalEndpointManager:
                 content=body,
                 headers={"Content-Type": content_type, "Accept": accept},
                 timeout=60.0,
+                trust_env=False,
             )
         except httpx.HTTPError as error:
             raise SentiflowError(f"endpoint {name} at {info.url} did not answer: {error}") from error
@@ -328,10 +279,11 @@ class LocalEndpointManager:
         if record is None or not record.url:
             return None
         try:
-            response = httpx.get(f"{record.url}/stats", timeout=3.0)
-            return response.json() if response.status_code == 200 else None
-        except (httpx.HTTPError, json.JSONDecodeError, ValueError):
+            response = httpx.get(f"{record.url}/stats", timeout=3.0, trust_env=False)
+            payload = response.json() if response.status_code == 200 else None
+        except (httpx.HTTPError, ValueError):
             return None
+        return payload if isinstance(payload, dict) else None
 
     def teardown_candidates(self, idle_minutes: float, max_age_hours: float | None) -> list[TeardownDecision]:
         """Endpoints idle for ``idle_minutes`` (last call, else creation) or older than ``max_age_hours``.
@@ -359,9 +311,12 @@ class LocalEndpointManager:
                 reason = "idle"
             else:
                 continue
-            alive = pid_alive(record.pid, record.pid_started_at)
-            rss = process_rss(record.pid) if alive else 0
-            saved = f"1 process (pid {record.pid}), {_format_bytes(rss)} RSS" if alive else "no process (already dead)"
+            process = self._process(record)
+            rss = processes.resident_bytes(process) if process is not None else 0
+            alive = process is not None and processes.alive(process)
+            saved = (
+                f"1 process (pid {record.pid}), {rss / (1 << 20):.0f} MiB RSS" if alive else "no process (already dead)"
+            )
             info = record.to_info(log=str(self.log_path(record.name)), rss_bytes=rss, processes=1 if alive else 0)
             decisions.append(
                 TeardownDecision(
