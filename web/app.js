@@ -82,6 +82,13 @@
     $("confidence-fill").style.width = `${Math.max(0, Math.min(100, percent))}%`;
     $("result-version").textContent =
       data.model_version === null || data.model_version === undefined ? "unknown" : String(data.model_version);
+    $("result-known").textContent = Number.isInteger(data.known_words) ? String(data.known_words) : "—";
+    // The model knew no word of the review (only stopwords or markup): the score is a guess, and the page says so.
+    const warning = $("result-warning");
+    const hasWarning = typeof data.warning === "string" && data.warning.trim() !== "";
+    warning.textContent = hasWarning ? `Not a real verdict: ${data.warning}` : "";
+    warning.hidden = !hasWarning;
+    card.dataset.guess = String(hasWarning);
     $("result-latency").textContent = formatMs(data.latency_ms);
     $("result-roundtrip").textContent = formatMs(roundTripMs);
     $("result-review").textContent = review; // text, never HTML
@@ -121,7 +128,7 @@
           "No model is deployed right now.",
           "The API is up but is not serving a model. Deploy one (for example with: sentiflow run) and try again."
         );
-      } else if (response.status === 400 || response.status === 413) {
+      } else if (response.status >= 400 && response.status < 500) {
         showMessage("error", "The review was not accepted.", detail || "Check the review and try again.");
       } else {
         showMessage(

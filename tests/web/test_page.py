@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from core.config import Settings
-from serve.gateway import ApiTarget, GatewayServer, api_state_path, write_api_target
-from tests.fixtures.endpoint_double import EndpointDouble, running_endpoint
+from serve.gateway import ApiTarget, api_state_path, write_api_target
+from tests.fixtures.endpoint_double import NO_WORD_WARNING, EndpointDouble, running_endpoint
+from tests.fixtures.local import RunningGateway
 
 pytestmark = pytest.mark.e2e
 
@@ -20,15 +21,20 @@ NEGATIVE = "An awful, boring mess. The worst film I have seen this year and a co
 XSS = 'Great film <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> & more'
 
 
+def point(gateway: RunningGateway, settings: Settings, name: str, url: str, version: str) -> None:
+    target = write_api_target(api_state_path(settings), ApiTarget(name, url, version))
+    gateway.api._wait_switched(gateway.url, target)
+
+
 @pytest.fixture
-def endpoint(settings: Settings) -> Iterator[EndpointDouble]:
-    with running_endpoint(version="5") as double:
-        write_api_target(api_state_path(settings), ApiTarget("sentiment", double.url, "5"))
+def endpoint(settings: Settings, gateway: RunningGateway) -> Iterator[EndpointDouble]:
+    with running_endpoint() as double:
+        point(gateway, settings, "sentiment", double.url, "5")
         yield double
 
 
 @pytest.fixture
-def page(browser: Any, gateway: GatewayServer) -> Iterator[Any]:
+def page(browser: Any, gateway: RunningGateway) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1200, "height": 820})
     page = context.new_page()
     errors: list[str] = []
@@ -57,12 +63,28 @@ def test_positive_and_negative_reviews_get_the_right_labels(page: Any, endpoint:
     assert page.text_content("#result-version") == "5"
     assert page.text_content("#result-latency").endswith("ms")
     assert page.text_content("#result-review") == POSITIVE
+    assert page.text_content("#result-known") == "9"
+    assert page.is_hidden("#result-warning")
     page.screenshot(path=str(SCREENSHOT), full_page=True)
 
     submit(page, NEGATIVE)
     assert page.text_content("#result-label") == "Negative"
     assert page.text_content("#result-confidence-text") == "92.0% confident"
     assert page.is_hidden("#message")
+    assert page.errors == []
+
+
+@pytest.mark.parametrize("review", ["the and of a", "<br /><br />"])
+def test_a_review_the_model_knew_no_word_of_shows_the_warning(page: Any, endpoint: EndpointDouble, review: str) -> None:
+    submit(page, review)
+    assert page.is_visible("#result-warning")
+    assert page.text_content("#result-warning") == f"Not a real verdict: {NO_WORD_WARNING}"
+    assert page.text_content("#result-known") == "0"
+    assert page.text_content("#result-review") == review  # markup stays text
+    assert page.evaluate("() => document.querySelectorAll('#result-review *, #result-warning *').length") == 0
+    page.screenshot(path=str(SCREENSHOT.with_name("sentiflow-page-guess.png")), full_page=True)
+    submit(page, POSITIVE)  # the next answer clears it
+    assert page.is_hidden("#result-warning")
     assert page.errors == []
 
 
@@ -92,14 +114,25 @@ def test_empty_review_is_rejected_in_the_page(page: Any, endpoint: EndpointDoubl
     assert endpoint.requests == []
 
 
-def test_server_errors_show_the_request_id(page: Any, endpoint: EndpointDouble, settings: Settings) -> None:
-    write_api_target(api_state_path(settings), ApiTarget("broken", endpoint.url, "5"))
+def test_server_errors_show_the_request_id(
+    page: Any, endpoint: EndpointDouble, settings: Settings, gateway: RunningGateway
+) -> None:
+    point(gateway, settings, "broken", endpoint.url, "5")
     submit(page, POSITIVE)
     assert "HTTP 502" in page.text_content("#message-title")
     assert "request id" in page.text_content("#message-body")
 
 
-def test_api_url_override(browser: Any, gateway: GatewayServer, endpoint: EndpointDouble, tmp_path: Path) -> None:
+def test_a_review_the_model_rejects_shows_its_message(
+    page: Any, endpoint: EndpointDouble, settings: Settings, gateway: RunningGateway
+) -> None:
+    point(gateway, settings, "rejects", endpoint.url, "5")
+    submit(page, POSITIVE)
+    assert page.text_content("#message-title") == "The review was not accepted."
+    assert page.text_content("#message-body") == "review is not valid UTF-8"
+
+
+def test_api_url_override(browser: Any, gateway: RunningGateway, endpoint: EndpointDouble, tmp_path: Path) -> None:
     """A page served elsewhere (here: a file) reaches the API through window.SENTIFLOW_API_URL, with CORS."""
     from importlib import resources
 
