@@ -30,6 +30,7 @@ import json
 import logging
 import multiprocessing
 import os
+import signal
 import socket
 import sys
 import time
@@ -569,6 +570,10 @@ def serve(settings: Settings, sock: socket.socket, *, environments: int = DEFAUL
     app = create_app(api_state_path(settings), environments=environments, max_body_bytes=settings.serve_max_body_bytes)
     host, port = sock.getsockname()[:2]
     logger.info(json.dumps({"ts": _now(), "event": "listening", "url": f"http://{host}:{port}", "pid": os.getpid()}))
+    # uvicorn drains on SIGTERM/SIGINT, then re-raises the signal under the handler it found: make that a no-op, so
+    # a drained gateway exits 0 (a second signal during the drain still forces the exit).
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
     make_server(app).run(sockets=[sock])
 
 

@@ -128,4 +128,5 @@ def test_a_gateway_started_in_a_terminal_is_found_and_re_pointed(settings: Setti
         assert health["pid"] == terminal.pid  # the CLI became the gateway (exec), so Ctrl+C reaches it
     finally:
         terminal.terminate()
-        terminal.wait(timeout=40)
+        code = terminal.wait(timeout=40)
+    assert code == 0  # drained and exited cleanly
