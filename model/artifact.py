@@ -17,7 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -70,11 +70,19 @@ class SentimentModel:
             raise ArtifactError(
                 f"rows hold word ids outside [0, {vocab_size}); encode them with this model's vocabulary"
             )
-        result = np.empty(len(rows), dtype=np.float64)
-        order = np.argsort(rows[:, 0], kind="stable")
+        return self.predict_batches(rows[:, 0], lambda index: rows[index])
+
+    def predict_batches(self, lengths: np.ndarray, take: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """P(positive) as float64 for ``len(lengths)`` encoded rows that ``take(index)`` builds one batch at a time
+        (rows ``index`` as an ``(len(index), 1 + max_len)`` integer array, ids already checked). All rows are
+        sorted by length together, then cut by :meth:`_length_batches`; the answer keeps the request order. A
+        caller holding thousands of rows (a Batch Transform mini-batch) thus never builds one large matrix."""
+        lengths = np.asarray(lengths)
+        result = np.empty(len(lengths), dtype=np.float64)
+        order = np.argsort(lengths, kind="stable")
         with torch.inference_mode():
-            for index in self._length_batches(rows[order, 0], order):
-                batch = torch.as_tensor(rows[index], dtype=torch.int64, device=self.device)
+            for index in self._length_batches(lengths[order], order):
+                batch = torch.as_tensor(take(index), dtype=torch.int64, device=self.device)
                 out = self.network(batch).reshape(-1)
                 if returns_logits(self.network):
                     out = torch.sigmoid(out)
