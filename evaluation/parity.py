@@ -60,15 +60,13 @@ def serve_reviews(model: Any, reviews: Sequence[str], chunk: int = 256) -> list[
         part = list(reviews[start : start + chunk])
         try:
             body = json.dumps({"reviews": part}).encode("utf-8")
-            answers.extend(
-                json.loads(output_fn(predict_fn(input_fn(body, "application/json", len(part)), model), None))
-            )
+            answers.extend(json.loads(output_fn(predict_fn(input_fn(body, "application/json"), model), None)[0]))
         except BadRequest:
             for review in part:  # find the offending review(s); the rest still count
                 try:
                     body = json.dumps({"review": review}).encode("utf-8")
                     answers.append(
-                        json.loads(output_fn(predict_fn(input_fn(body, "application/json", 1), model), None))
+                        json.loads(output_fn(predict_fn(input_fn(body, "application/json"), model), None)[0])
                     )
                 except BadRequest as error:
                     answers.append({"error": str(error)})
