@@ -82,6 +82,7 @@ def test_failed_deploys_leave_the_old_endpoint_serving(
 
     broken = tmp_path / "broken"
     broken.mkdir()
+    (broken / "model.pth").write_bytes(b"not a model")  # passes the folder check, then the server cannot load it
     with pytest.raises(SentiflowError, match="exited while starting"):
         blue_green_deploy(settings, str(broken), lines.append, backend=local)
     with pytest.raises(SentiflowError, match="failed the parity check"):
