@@ -23,7 +23,6 @@ from serve.gateway import (
     NO_TARGET,
     ApiTarget,
     TargetWatcher,
-    api_state_path,
     build_event,
     http_response,
     read_api_target,
@@ -31,13 +30,6 @@ from serve.gateway import (
 )
 from tests.fixtures.endpoint_double import NO_WORD_WARNING, predict, request, running_endpoint
 from tests.fixtures.local import RunningGateway
-
-
-def point(settings: Settings, name: str, url: str, version: str, gateway: RunningGateway | None = None) -> None:
-    """Re-point the API the way the deploy stage does (and, given the gateway, wait until it switched)."""
-    target = write_api_target(api_state_path(settings), ApiTarget(name, url, version))
-    if gateway is not None:
-        gateway.api._wait_switched(gateway.url, target)
 
 
 def environment_pids(gateway: RunningGateway) -> set[int]:
@@ -124,7 +116,7 @@ def test_http_response_from_payload_v2_answers() -> None:
 
 
 @pytest.mark.e2e
-def test_page_assets_and_health(gateway: RunningGateway, settings: Settings) -> None:
+def test_page_assets_and_health(gateway: RunningGateway) -> None:
     status, headers, body = request(f"{gateway.url}/")
     assert status == 200 and headers["content-type"].startswith("text/html")
     assert b'<textarea id="review"' in body and b'src="app.js"' in body
@@ -135,16 +127,16 @@ def test_page_assets_and_health(gateway: RunningGateway, settings: Settings) -> 
     assert status == 404 and json.loads(body)["error"] == "not found" and body.count(b"\n") == 0
     health = json.loads(request(f"{gateway.url}/healthz")[2])
     assert health["status"] == "ok" and health["endpoint_name"] is None
-    assert health["state_file"] == str(api_state_path(settings)) and health["pid"] == gateway.api.record().pid
-    point(settings, "sentiment", "http://127.0.0.1:9", "4", gateway)
+    assert health["state_file"] == str(gateway.state_path) and health["pid"] == gateway.api.record().pid
+    gateway.point("sentiment", "http://127.0.0.1:9", "4")
     health = json.loads(request(f"{gateway.url}/healthz")[2])
     assert health["endpoint_name"] == "sentiment" and health["model_version"] == "4"
 
 
 @pytest.mark.e2e
-def test_predict_round_trip_with_cors_and_request_ids(gateway: RunningGateway, settings: Settings) -> None:
+def test_predict_round_trip_with_cors_and_request_ids(gateway: RunningGateway) -> None:
     with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "3", gateway)
+        gateway.point("sentiment", endpoint.url, "3")
         status, body = predict(gateway.url, "An excellent, wonderful film.")
         assert status == 200 and body["label"] == "positive" and body["model_version"] == "3"
         assert body["latency_ms"] >= 0 and body["request_id"]
@@ -166,9 +158,9 @@ def test_predict_round_trip_with_cors_and_request_ids(gateway: RunningGateway, s
 
 
 @pytest.mark.e2e
-def test_bad_input_is_a_one_line_4xx_never_a_5xx(gateway: RunningGateway, settings: Settings) -> None:
+def test_bad_input_is_a_one_line_4xx_never_a_5xx(gateway: RunningGateway) -> None:
     with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "1", gateway)
+        gateway.point("sentiment", endpoint.url, "1")
         cases = [
             (b"", "application/json", 400),
             (b"   ", "text/plain", 400),
@@ -187,16 +179,16 @@ def test_bad_input_is_a_one_line_4xx_never_a_5xx(gateway: RunningGateway, settin
 
 
 @pytest.mark.e2e
-def test_no_target_cleared_target_and_gone_endpoint_are_503(gateway: RunningGateway, settings: Settings) -> None:
+def test_no_target_cleared_target_and_gone_endpoint_are_503(gateway: RunningGateway) -> None:
     status, body = predict(gateway.url, "A wonderful film")
     assert status == 503 and body["error"] == "no model is deployed"
     with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "1", gateway)
+        gateway.point("sentiment", endpoint.url, "1")
         assert predict(gateway.url, "great")[0] == 200
-        point(settings, None, None, None, gateway)  # type: ignore[arg-type]
+        gateway.point(None, None, None)
         status, body = predict(gateway.url, "great")
         assert status == 503 and body["error"] == "no model is deployed"
-        point(settings, "sentiment", endpoint.url, "1", gateway)
+        gateway.point("sentiment", endpoint.url, "1")
     started = time.monotonic()
     status, body = predict(gateway.url, "great")  # the endpoint server has stopped
     assert status == 503 and body["error"] == "no model is deployed" and time.monotonic() - started < 1.0
@@ -204,18 +196,18 @@ def test_no_target_cleared_target_and_gone_endpoint_are_503(gateway: RunningGate
 
 @pytest.mark.e2e
 def test_a_new_configuration_gets_fresh_environments_and_in_flight_requests_finish(
-    gateway: RunningGateway, settings: Settings
+    gateway: RunningGateway,
 ) -> None:
     """Like UpdateFunctionConfiguration: requests already running on the old environments finish there (against the
     old endpoint), new ones go to fresh environments, the old environments retire."""
     with running_endpoint(names=("blue", "green")) as endpoint:
-        point(settings, "slow", endpoint.url, "1", gateway)  # "slow" answers after 0.3 s
+        gateway.point("slow", endpoint.url, "1")  # "slow" answers after 0.3 s
         before = environment_pids(gateway)
         assert len(before) == 4
         with ThreadPoolExecutor(4) as pool:
             slow = [pool.submit(predict, gateway.url, "wonderful") for _ in range(4)]
             time.sleep(0.1)  # they are running now
-            target = write_api_target(api_state_path(settings), ApiTarget("green", endpoint.url, "2"))
+            target = write_api_target(gateway.state_path, ApiTarget("green", endpoint.url, "2"))
             started = time.monotonic()
             gateway.api._wait_switched(gateway.url, target)
             assert all(future.done() for future in slow)  # the switch waited for them
@@ -231,10 +223,10 @@ def test_a_new_configuration_gets_fresh_environments_and_in_flight_requests_fini
 
 
 @pytest.mark.e2e
-def test_repointing_under_load_drops_no_request(gateway: RunningGateway, settings: Settings) -> None:
+def test_repointing_under_load_drops_no_request(gateway: RunningGateway) -> None:
     """Blue/green: switch the state file while requests run; once the switch is complete, stop the old endpoint."""
     with running_endpoint(names=("sentiment",)) as blue, running_endpoint(names=("sentiment",)) as green:
-        point(settings, "sentiment", blue.url, "1", gateway)
+        gateway.point("sentiment", blue.url, "1")
         stop = threading.Event()
         results: list[tuple[int, str | None]] = []
 
@@ -249,7 +241,7 @@ def test_repointing_under_load_drops_no_request(gateway: RunningGateway, setting
             deadline = time.monotonic() + 20
             while len(results) < 40 and time.monotonic() < deadline:
                 time.sleep(0.01)
-            point(settings, "sentiment", green.url, "2", gateway)  # returns once nothing runs against blue
+            gateway.point("sentiment", green.url, "2")  # returns once nothing runs against blue
             blue.stop()  # no grace period
             switched = len(results)
             while len(results) < switched + 60 and time.monotonic() < deadline + 20:
@@ -263,10 +255,10 @@ def test_repointing_under_load_drops_no_request(gateway: RunningGateway, setting
 
 
 @pytest.mark.e2e
-def test_a_crashed_environment_is_replaced(gateway: RunningGateway, settings: Settings) -> None:
+def test_a_crashed_environment_is_replaced(gateway: RunningGateway) -> None:
     """kill -9 of an execution environment: the requests it held fail (502), the next ones get fresh environments."""
     with running_endpoint() as endpoint:
-        point(settings, "sentiment", endpoint.url, "1", gateway)
+        gateway.point("sentiment", endpoint.url, "1")
         assert predict(gateway.url, "great")[0] == 200
         victim = sorted(environment_pids(gateway))[0]
         os.kill(victim, signal.SIGKILL)
@@ -291,7 +283,7 @@ def test_through_the_real_endpoint_server_and_a_real_model(
 
     server = start_endpoint_server(settings, tiny.model_dir, tmp_path / "endpoint", "sentiment-v1")
     try:
-        point(settings, "sentiment-v1", str(server.url), "1", gateway)
+        gateway.point("sentiment-v1", str(server.url), "1")
         for review in [*tiny.test_reviews[:4], "<br /><br />"]:
             status, body = predict(gateway.url, review)
             assert status == 200, body

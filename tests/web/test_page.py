@@ -8,8 +8,6 @@ from typing import Any
 
 import pytest
 
-from core.config import Settings
-from serve.gateway import ApiTarget, api_state_path, write_api_target
 from tests.fixtures.endpoint_double import NO_WORD_WARNING, EndpointDouble, running_endpoint
 from tests.fixtures.local import RunningGateway
 
@@ -21,15 +19,10 @@ NEGATIVE = "An awful, boring mess. The worst film I have seen this year and a co
 XSS = 'Great film <script>window.__xss=1</script> <img src=x onerror="window.__xss=2"> & more'
 
 
-def point(gateway: RunningGateway, settings: Settings, name: str, url: str, version: str) -> None:
-    target = write_api_target(api_state_path(settings), ApiTarget(name, url, version))
-    gateway.api._wait_switched(gateway.url, target)
-
-
 @pytest.fixture
-def endpoint(settings: Settings, gateway: RunningGateway) -> Iterator[EndpointDouble]:
+def endpoint(gateway: RunningGateway) -> Iterator[EndpointDouble]:
     with running_endpoint() as double:
-        point(gateway, settings, "sentiment", double.url, "5")
+        gateway.point("sentiment", double.url, "5")
         yield double
 
 
@@ -114,19 +107,17 @@ def test_empty_review_is_rejected_in_the_page(page: Any, endpoint: EndpointDoubl
     assert endpoint.requests == []
 
 
-def test_server_errors_show_the_request_id(
-    page: Any, endpoint: EndpointDouble, settings: Settings, gateway: RunningGateway
-) -> None:
-    point(gateway, settings, "broken", endpoint.url, "5")
+def test_server_errors_show_the_request_id(page: Any, endpoint: EndpointDouble, gateway: RunningGateway) -> None:
+    gateway.point("broken", endpoint.url, "5")
     submit(page, POSITIVE)
     assert "HTTP 502" in page.text_content("#message-title")
     assert "request id" in page.text_content("#message-body")
 
 
 def test_a_review_the_model_rejects_shows_its_message(
-    page: Any, endpoint: EndpointDouble, settings: Settings, gateway: RunningGateway
+    page: Any, endpoint: EndpointDouble, gateway: RunningGateway
 ) -> None:
-    point(gateway, settings, "rejects", endpoint.url, "5")
+    gateway.point("rejects", endpoint.url, "5")
     submit(page, POSITIVE)
     assert page.text_content("#message-title") == "The review was not accepted."
     assert page.text_content("#message-body") == "review is not valid UTF-8"
