@@ -282,6 +282,7 @@ class Gateway:
         """An environment process died (its pool is unusable): the same configuration gets fresh environments."""
         if self.active is broken:
             self.active = Environments(broken.target, self.size)
+            self._spawn(self.active.warm())
         broken.close()
 
     def _spawn(self, coroutine: Any) -> None:

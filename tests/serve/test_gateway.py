@@ -271,6 +271,12 @@ def test_a_crashed_environment_is_replaced(gateway: RunningGateway) -> None:
                 break
         assert statuses[-1] == 200 and set(statuses) <= {200, 502}, statuses
         assert victim not in environment_pids(gateway)
+        deadline = time.monotonic() + 10
+        while json.loads(request(f"{gateway.url}/healthz")[2])["switching"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not json.loads(request(f"{gateway.url}/healthz")[2])["switching"]  # the fresh environments are warm
+        gateway.point("sentiment", endpoint.url, "2")
+        assert predict(gateway.url, "great")[1]["model_version"] == "2"
 
 
 @pytest.mark.e2e
