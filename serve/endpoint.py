@@ -445,6 +445,8 @@ def build_app(model_dir: Path, options: Options, on_failure: Any = None) -> Any:
             flush()
 
     def entry(request: Request, status: int, bytes_in: int, bytes_out: int, began: float, **extra: Any) -> None:
+        if log.fd is None:
+            return
         record_ = {
             "ts": _now(),
             "client": request.client.host if request.client else None,
@@ -512,10 +514,11 @@ def build_app(model_dir: Path, options: Options, on_failure: Any = None) -> Any:
         passed = {k: v for k, v in request.headers.items() if k not in ("content-type", "accept")}
         reply = await dispatch(request, body, passed)
         record(ok=reply.ok)
-        entry(
-            request, reply.status, len(body), len(reply.body), began,
-            reviews=_predictions(reply) if reply.ok else None, error=None if reply.ok else _message_of(reply),
-        )  # fmt: skip
+        if log.fd is not None:
+            entry(
+                request, reply.status, len(body), len(reply.body), began,
+                reviews=_predictions(reply) if reply.ok else None, error=None if reply.ok else _message_of(reply),
+            )  # fmt: skip
         return Response(reply.body, reply.status, headers=reply.headers)  # content-type as is (no charset added)
 
     def runtime_error(status: int, error_type: str, payload: dict[str, Any], request_id: str) -> Response:
@@ -545,7 +548,8 @@ def build_app(model_dir: Path, options: Options, on_failure: Any = None) -> Any:
         reply = await dispatch(request, body, passed)
         record(ok=reply.ok)
         if reply.ok:
-            entry(request, reply.status, len(body), len(reply.body), began, reviews=_predictions(reply))
+            if log.fd is not None:
+                entry(request, reply.status, len(body), len(reply.body), began, reviews=_predictions(reply))
             headers = {**reply.headers, "x-Amzn-Invoked-Production-Variant": VARIANT, "x-amzn-RequestId": request_id}
             return Response(reply.body, reply.status, headers=headers)
         original = reply.body.decode("utf-8", "replace")[:ORIGINAL_MESSAGE_MAX]
@@ -563,7 +567,8 @@ def build_app(model_dir: Path, options: Options, on_failure: Any = None) -> Any:
             "OriginalMessage": original,
             "OriginalStatusCode": reply.status,
         }
-        entry(request, 424, len(body), 0, began, model_status=reply.status, error=_message_of(reply))
+        if log.fd is not None:
+            entry(request, 424, len(body), 0, began, model_status=reply.status, error=_message_of(reply))
         return runtime_error(424, MODEL_ERROR_TYPE, payload, request_id)
 
     async def http_error(request: Request, error: HTTPException) -> Response:
@@ -604,6 +609,7 @@ def serve(model_dir: Path, sock: socket.socket, options: Options) -> int:
     config = uvicorn.Config(
         build_app(model_dir, options, on_failure),
         lifespan="on",
+        http="auto",  # httptools (a dependency) when importable, else h11
         log_level="warning",
         access_log=False,
         server_header=False,
