@@ -36,8 +36,8 @@ from core.errors import SentiflowError
 
 CSV = "text/csv"
 MIB = 1 << 20
-# The transform's model environment, as the aws backend's CreateTransformJob sets it: the online endpoint's row limit
-# (SENTIFLOW_SERVE_MAX_REVIEWS, 256) would refuse a 6 MiB mini-batch of thousands of rows.
+# The transform's model environment, as the aws backend's CreateTransformJob sets it (the online endpoint's review
+# limit is lifted); the CSV size limit follows MaxPayloadInMB below.
 TRANSFORM_ENVIRONMENT = {"SENTIFLOW_SERVE_MAX_REVIEWS": "100000"}
 INVOCATION_TIMEOUT_S = 600.0  # ModelClientConfig's InvocationsTimeoutInSeconds default
 INVOCATION_ATTEMPTS = 1 + 3  # ... and its InvocationsMaxRetries default: transport errors and 5xx are retried
@@ -65,8 +65,9 @@ class LocalBatchTransformer:
                 model_dir,
                 scratch / "endpoint",
                 f"transform-{uuid.uuid4().hex[:8]}",
-                extra=("--max-body-bytes", str(self.max_payload_bytes)),
-                env=TRANSFORM_ENVIRONMENT,
+                # One request at a time (MaxConcurrentTransforms=1) needs one worker; bodies up to MaxPayloadInMB.
+                extra=("--workers", "1", "--max-body-bytes", str(self.max_payload_bytes)),
+                env={**TRANSFORM_ENVIRONMENT, "SENTIFLOW_SERVE_MAX_CSV_BYTES": str(self.max_payload_bytes)},
             )
             try:
                 with httpx.Client(base_url=str(server.url), timeout=INVOCATION_TIMEOUT_S, trust_env=False) as client:

@@ -144,3 +144,24 @@ def test_labelled_rows_are_refused_naming_the_file(settings: Settings, store: Lo
         LocalBatchTransformer(settings, store).transform(
             model_uri(store), store.uri("channels/test/test.csv"), "out", lambda _: None
         )
+
+
+@pytest.mark.e2e
+def test_a_mini_batch_over_5_mb_in_one_request(
+    settings: Settings, store: LocalArtifactStore, tiny: TinyModel, tmp_path: Path
+) -> None:
+    """Batch Transform packs up to MaxPayloadInMB (6 MiB) into one POST: the endpoint takes a body of over 5 MB."""
+    one_copy = _csv(tiny.test_rows).encode()
+    copies = (5_200_000 // len(one_copy)) + 1
+    big = tmp_path / "big.csv"
+    big.write_bytes(one_copy * copies)
+    assert 5_000_000 < big.stat().st_size < 6 << 20
+    store.put_file(big, "batch/big/big.csv")
+    logs: list[str] = []
+    LocalBatchTransformer(settings, store).transform(
+        model_uri(store), store.uri("batch/big"), "batch/big-out", logs.append
+    )
+    assert f"{200 * copies} records of big.csv (1 mini-batches)" in logs[0]
+    labels, scores = parse_csv_output(store.path("batch/big-out/big.csv.out").read_text())
+    assert len(labels) == 200 * copies
+    np.testing.assert_allclose(scores[:200], scores[-200:], atol=1e-6)  # the same rows, the same scores
