@@ -338,6 +338,33 @@ def _stop_group(process: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
 
 
 @contextlib.contextmanager
+def job_lock(job_dir: Path) -> Iterator[None]:
+    """One run of a job at a time: a second run of the same job would reap the first one's processes and reuse its
+    folders. The lock (``<job_dir>/.lock``) dies with its holder, so a crashed run never blocks the next."""
+    import fcntl
+
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with open(job_dir / ".lock", "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise SentiflowError(
+                f"training job folder {job_dir} is in use by a run of the same job ({holder}); wait for it to "
+                "finish (a second run would stop it)"
+            ) from error
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
 def distributed_slot(count: int) -> Iterator[None]:
     """For a multi-instance job: this machine's one slot for torchrun's fixed port 7777 (a lock file), and the
     port free. One instance needs no slot."""
@@ -428,7 +455,6 @@ def run_local_job(
 
     Lines reach ``log`` in this thread as the instances print them. Interrupting (Ctrl-C, a cancelled flow run)
     stops every process of the job before the exception propagates."""
-    started = time.monotonic()
     job_dir = Path(job_dir).resolve()
     data_config = input_data_config(request)
     local_channels = {name: Path(folder).resolve() for name, folder in channels.items()}
@@ -441,9 +467,24 @@ def run_local_job(
         )
     entry = toolkit_entry()
     count = int(request["ResourceConfig"].get("InstanceCount", 1))
-    hosts = host_names(count)
     tarball = Path(source_tarball).resolve()
-    job_dir.mkdir(parents=True, exist_ok=True)
+    with job_lock(job_dir), distributed_slot(count):
+        return _run(request, job_dir, local_channels, tarball, entry, count, log, on_start)
+
+
+def _run(
+    request: dict[str, Any],
+    job_dir: Path,
+    local_channels: dict[str, Path],
+    tarball: Path,
+    entry: Path,
+    count: int,
+    log: Log,
+    on_start: Callable[[list[subprocess.Popen]], None] | None,
+) -> LocalJobResult:
+    """The body of :func:`run_local_job`, under its locks."""
+    started = time.monotonic()
+    hosts = host_names(count)
     (job_dir / "request.json").write_text(json.dumps(request, indent=2, default=str))
     (job_dir / "logs").mkdir(exist_ok=True)
     runs = [
@@ -472,59 +513,58 @@ def run_local_job(
             if line is not None:
                 relay(host, line)
 
-    with distributed_slot(count):
-        reap(job_dir, log)  # a previous run's orphans must not write into the folders about to be reused
-        try:
-            for run in runs:
-                prepare_host(request, run.base_dir, hosts, run.host, local_channels, tarball)
-            for run in runs:
-                log_file = open(run.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
-                log_files.append(log_file)
-                process = subprocess.Popen(
-                    [str(entry)],
-                    cwd=run.base_dir,
-                    env=toolkit_environment(request, run.base_dir, job_dir),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.STDOUT,
-                    text=True,
-                    bufsize=1,
-                    errors="replace",
-                    start_new_session=True,  # its own process group: a stop reaches the toolkit and torchrun
-                )
-                processes.append(process)
-                assert process.stdout is not None
-                label = run.base_dir.name  # algo-N, as SageMaker names the instance's log stream
-                pump = threading.Thread(target=_pump, args=(process.stdout, label, lines, log_file), daemon=True)
-                pump.start()
-                pumps.append(pump)
-            if on_start is not None:
-                on_start(list(processes))
-            deadline = None if max_runtime is None else started + float(max_runtime)
-            while any(p.poll() is None for p in processes):
-                drain(0.2)
-                failed = [i for i, p in enumerate(processes) if p.poll() not in (None, 0)]
-                timed_out = deadline is not None and time.monotonic() > deadline
-                if failed or timed_out:  # SageMaker fails (or stops) the job as a whole
-                    first_failed = failed[0] if failed else None
-                    for process in processes:
-                        _stop_group(process)
-                    break
-        except BaseException:  # Ctrl-C, cancellation, a broken callback: leave no toolkit or rank behind
-            for process in processes:
+    reap(job_dir, log)  # a previous run's orphans must not write into the folders about to be reused
+    try:
+        for run in runs:
+            prepare_host(request, run.base_dir, hosts, run.host, local_channels, tarball)
+        for run in runs:
+            log_file = open(run.log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed in finally
+            log_files.append(log_file)
+            process = subprocess.Popen(
+                [str(entry)],
+                cwd=run.base_dir,
+                env=toolkit_environment(request, run.base_dir, job_dir),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                errors="replace",
+                start_new_session=True,  # its own process group: a stop reaches the toolkit and torchrun
+            )
+            processes.append(process)
+            assert process.stdout is not None
+            label = run.base_dir.name  # algo-N, as SageMaker names the instance's log stream
+            pump = threading.Thread(target=_pump, args=(process.stdout, label, lines, log_file), daemon=True)
+            pump.start()
+            pumps.append(pump)
+        if on_start is not None:
+            on_start(list(processes))
+        deadline = None if max_runtime is None else started + float(max_runtime)
+        while any(p.poll() is None for p in processes):
+            drain(0.2)
+            failed = [i for i, p in enumerate(processes) if p.poll() not in (None, 0)]
+            timed_out = deadline is not None and time.monotonic() > deadline
+            if failed or timed_out:  # SageMaker fails (or stops) the job as a whole
+                first_failed = failed[0] if failed else None
+                for process in processes:
+                    _stop_group(process)
+                break
+    except BaseException:  # Ctrl-C, cancellation, a broken callback: leave no toolkit or rank behind
+        for process in processes:
+            _stop_group(process, grace=5)
+        raise
+    finally:
+        for process in processes:
+            if process.poll() is None:
                 _stop_group(process, grace=5)
-            raise
-        finally:
-            for process in processes:
-                if process.poll() is None:
-                    _stop_group(process, grace=5)
-            reap(job_dir, log)  # ranks in sessions of their own; their pipes close with them
-            for pump in pumps:
-                pump.join(timeout=10)
-            with contextlib.suppress(Exception):
-                drain(0)
-            for log_file in log_files:
-                log_file.close()
+        reap(job_dir, log)  # ranks in sessions of their own; their pipes close with them
+        for pump in pumps:
+            pump.join(timeout=10)
+        with contextlib.suppress(Exception):
+            drain(0)
+        for log_file in log_files:
+            log_file.close()
     for run, process in zip(runs, processes, strict=True):
         run.exit_code = process.wait()
         run.failure = _read(run.base_dir / "output" / "failure")

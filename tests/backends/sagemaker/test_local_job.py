@@ -22,6 +22,7 @@ from backends.sagemaker.local_job import (
     _Relay,
     distributed_slot,
     host_names,
+    job_lock,
     job_processes,
     prepare_host,
     reap,
@@ -172,6 +173,18 @@ def test_one_multi_instance_job_at_a_time(tmp_path: Path, monkeypatch: pytest.Mo
         )
         with refused, distributed_slot(2):
             pass
+
+
+def test_a_second_run_of_a_running_job_is_refused(
+    settings: Settings, channel_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """It would reap the first run's processes and reuse its folders."""
+    job = tmp_path / "job"
+    with job_lock(job):
+        refused = pytest.raises(SentiflowError, match=r"in use by a run of the same job \(pid \d+")
+        with refused:
+            run_local_job(_request(settings), channel_dirs, job, tmp_path / "src.tar.gz")
+    assert sorted(p.name for p in job.iterdir()) == [".lock"]  # nothing of the job was touched
 
 
 def test_a_missing_channel_or_toolkit_is_refused_before_anything_is_written(
