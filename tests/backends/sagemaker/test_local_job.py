@@ -210,14 +210,36 @@ def test_max_runtime_stops_the_job_and_leaves_nothing_running(
     settings: Settings, channel_dirs: dict[str, Path], tmp_path: Path
 ) -> None:
     request = _request(settings, epochs=100_000, patience=100_000)
-    request["StoppingCondition"] = {"MaxRuntimeInSeconds": 20}
+    request["StoppingCondition"] = {"MaxRuntimeInSeconds": 12}
     job = tmp_path / "job"
     tarball = build_source_tarball(tmp_path / "sourcedir.tar.gz")
     lines: list[str] = []
     outcome = run_local_job(request, channel_dirs, job, tarball, log=lines.append)
     assert outcome.status == "Stopped" and outcome.secondary_status == "MaxRuntimeExceeded"
     assert outcome.failure_reason.startswith("MaxRuntimeExceeded") and not outcome.interrupted
-    assert 20 <= outcome.seconds < 60
+    assert 12 <= outcome.seconds < 60
     assert job_processes(job) == []
     assert any("sagemaker-training-toolkit" in line for line in lines)
     assert (job / "logs" / "algo-1.log").read_text().count("sagemaker-training-toolkit") >= 3
+
+
+@pytest.mark.e2e  # runs the SageMaker training toolkit
+@pytest.mark.timeout(300)
+def test_an_interrupt_stops_every_process_of_the_job(
+    settings: Settings, channel_dirs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Ctrl-C or a cancelled flow run while the script trains: nothing of the job keeps running."""
+    job = tmp_path / "job"
+    tarball = build_source_tarball(tmp_path / "sourcedir.tar.gz")
+    seen: list[int] = []
+
+    def interrupt_once_training(line: str) -> None:
+        if line.startswith("training bilstm-pool"):
+            seen.extend(p.pid for p in job_processes(job))
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_local_job(_request(settings, epochs=100_000, patience=100_000), channel_dirs, job, tarball,
+                      log=interrupt_once_training)  # fmt: skip
+    assert len(seen) >= 2  # the toolkit and the script were running
+    assert job_processes(job) == []
