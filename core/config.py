@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     patience: int = Field(2, ge=1, description="Early stopping: epochs without validation-loss improvement.")
+    train_instance_count: int = Field(
+        1, ge=1, description="Training instances, one torch DDP rank each: SageMaker instances (aws), local ranks."
+    )
 
     # --- quality gate and serving --------------------------------------------------------------------
     min_accuracy: float = Field(0.85, ge=0, le=1)
@@ -72,7 +75,9 @@ class Settings(BaseSettings):
     aws_role_arn: str | None = Field(None, description="SageMaker execution role.")
     aws_lambda_role_arn: str | None = Field(None, description="Execution role of the API Lambda.")
     aws_train_instance_type: str = Field("ml.m5.xlarge")
-    aws_train_instance_count: int = Field(1, ge=1)
+    aws_train_instance_count: int | None = Field(
+        None, ge=1, description="Older name of SENTIFLOW_TRAIN_INSTANCE_COUNT (still read, for both backends)."
+    )
     aws_use_spot: bool = Field(False)
     aws_transform_instance_type: str = Field("ml.m5.large")
     aws_endpoint_instance_type: str = Field("ml.m5.large")

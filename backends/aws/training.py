@@ -1,21 +1,18 @@
 """SageMaker training job for ``model/train.py`` (script mode in AWS's PyTorch training container).
 
-Why boto3 and the v2 script-mode contract instead of the v3 SDK's ``ModelTrainer``: the PyTorch training
-container's own entrypoint (sagemaker-training-toolkit) natively understands ``sagemaker_program`` /
-``sagemaker_submit_directory``, so a plain ``CreateTrainingJob`` with our ``sourcedir.tar.gz`` is the whole
-story — every field (checkpoints, managed spot, metric definitions, tags, environment) is explicit and
-reviewable, the request is easy to assert in tests, and no 1.6 s SDK import, IAM role simulation, STS call or
-telemetry is needed. ``ModelTrainer`` would replace the container entrypoint with its own bash drivers
-uploaded as extra channels.
+The request comes from ``backends.sagemaker.training`` — the builder the local backend runs through the same
+toolkit the container runs — so what the local twin proves (hyperparameters as the script receives them, the
+source bundle, the distribution switch, a script error reaching FailureReason) holds for what is sent here.
+This module stages the source bundle, sends the request with boto3, follows the job (status and CloudWatch
+lines) and reads the model's metrics back.
 
-The source bundle holds ``model/`` (self-contained: the training output copies it into ``code/`` for inference),
-plus ``requirements.txt`` (nltk, beautifulsoup4) that the toolkit installs before running ``model/train.py``.
+``SENTIFLOW_TRAIN_INSTANCE_COUNT > 1`` trains with torch DDP across that many instances (torchrun, one rank each;
+see docs/aws.md for what that costs and when it pays).
 """
 
 from __future__ import annotations
 
 import json
-import re
 import tarfile
 import tempfile
 import time
@@ -27,128 +24,21 @@ from backends.aws.clients import AwsClients, aws_errors, error_code
 from backends.aws.images import pytorch_image_uri
 from backends.aws.storage import S3ArtifactStore
 from backends.base import LogLine, TrainingResult, TrainingSpec
+from backends.sagemaker.training import (  # noqa: F401 - sagemaker_name is imported from here by the aws modules
+    build_source_tarball,
+    job_hyperparameters,
+    sagemaker_name,
+    train_instance_count,
+    training_job_request,
+)
 from core.errors import ConfigError, SentiflowError
 from core.io import sha256_file
-from model.artifact import code_sources, requirements_txt, write_reproducible_tar
 
 if TYPE_CHECKING:
     from core.config import Settings
 
-ENTRY_POINT = "model/train.py"
-CODE_DIR = "/opt/ml/code"
-CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-VOLUME_SIZE_GB = 10
 TERMINAL = {"Completed", "Failed", "Stopped"}
-_NAME_OK = re.compile(r"[^a-zA-Z0-9-]+")
-
-
-def metric_definitions() -> list[dict[str, str]]:
-    """The training script's own log-line regexes (``model.train.METRIC_DEFINITIONS``)."""
-    from model.train import METRIC_DEFINITIONS
-
-    return list(METRIC_DEFINITIONS)
-
-
-def supports_distributed() -> bool:
-    """Whether model/train.py declares torch DDP support (``SUPPORTS_DDP = True``)."""
-    import model.train
-
-    return bool(getattr(model.train, "SUPPORTS_DDP", False))
-
-
-def sagemaker_name(name: str, limit: int = 63) -> str:
-    """A valid SageMaker resource name: ``[a-zA-Z0-9-]``, starts alphanumeric, at most ``limit`` chars."""
-    clean = _NAME_OK.sub("-", name).strip("-")
-    if not clean:
-        raise SentiflowError(f"cannot make a SageMaker name from {name!r}")
-    return clean[:limit].rstrip("-")
-
-
-def build_source_tarball(dest: Path) -> Path:
-    """Write ``sourcedir.tar.gz`` (the ``model`` package and requirements.txt), byte-reproducible, to ``dest``."""
-    files: list[tuple[str, Path | bytes]] = [(f"model/{path.name}", path) for path in code_sources()]
-    if ENTRY_POINT not in {name for name, _ in files}:
-        raise SentiflowError(f"training entry point {ENTRY_POINT} not found; reinstall sentiflow from its source tree")
-    files.append(("requirements.txt", requirements_txt().encode()))
-    return write_reproducible_tar(dest, files)
-
-
-def encode_hyperparameters(values: dict[str, Any]) -> dict[str, str]:
-    """JSON-encode every value, as the SageMaker SDK does; the training toolkit passes ``--key value``."""
-    return {str(key): json.dumps(value) for key, value in values.items()}
-
-
-def training_job_request(
-    *,
-    settings: Settings,
-    spec: TrainingSpec,
-    job_name: str,
-    region: str,
-    role_arn: str,
-    image_uri: str,
-    submit_uri: str,
-    output_uri: str,
-    checkpoint_uri: str,
-) -> dict[str, Any]:
-    """The ``CreateTrainingJob`` request (a pure function: the unit tests assert it field by field)."""
-    count = settings.aws_train_instance_count
-    hyperparameters = dict(spec.hyperparameters)
-    hyperparameters.update(
-        sagemaker_program=ENTRY_POINT,
-        sagemaker_submit_directory=submit_uri,
-        sagemaker_region=region,
-        sagemaker_container_log_level=20,
-        sagemaker_job_name=job_name,
-    )
-    if count > 1:
-        hyperparameters["sagemaker_torch_distributed_enabled"] = True
-    stopping: dict[str, int] = {"MaxRuntimeInSeconds": settings.aws_max_runtime_s}
-    if settings.aws_use_spot:  # spot capacity may take as long again to come
-        stopping["MaxWaitTimeInSeconds"] = 2 * settings.aws_max_runtime_s
-    channels = []
-    for name in ("train", "validation"):
-        if name not in spec.channels:
-            raise SentiflowError(f"training spec {spec.job_name!r} has no {name!r} channel; run the data stages first")
-        channels.append(
-            {
-                "ChannelName": name,
-                "DataSource": {
-                    "S3DataSource": {
-                        "S3DataType": "S3Prefix",
-                        "S3Uri": spec.channels[name].rstrip("/") + "/",
-                        "S3DataDistributionType": "FullyReplicated",
-                    }
-                },
-                "ContentType": "text/csv",
-                "InputMode": "File",
-            }
-        )
-    tags = {"project": "sentiflow", "sentiflow:managed": "true", "sentiflow:stage": "train", **spec.tags}
-    return {
-        "TrainingJobName": job_name,
-        "HyperParameters": encode_hyperparameters(hyperparameters),
-        "AlgorithmSpecification": {
-            "TrainingImage": image_uri,
-            "TrainingInputMode": "File",
-            "MetricDefinitions": metric_definitions(),
-            "EnableSageMakerMetricsTimeSeries": True,
-        },
-        "RoleArn": role_arn,
-        "InputDataConfig": channels,
-        "OutputDataConfig": {"S3OutputPath": output_uri},
-        "ResourceConfig": {
-            "InstanceType": settings.aws_train_instance_type,
-            "InstanceCount": count,
-            "VolumeSizeInGB": VOLUME_SIZE_GB,
-        },
-        "StoppingCondition": stopping,
-        "EnableManagedSpotTraining": bool(settings.aws_use_spot),
-        "CheckpointConfig": {"S3Uri": checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH},
-        # model/train.py puts its parent folder on sys.path itself; PYTHONPATH helps any other tool.
-        "Environment": {"PYTHONPATH": CODE_DIR, "PYTHONUNBUFFERED": "1"},
-        "Tags": [{"Key": str(k), "Value": str(v)} for k, v in tags.items()],
-    }
 
 
 class CloudWatchLogTail:
@@ -229,12 +119,6 @@ class SageMakerTrainer:
                 "SageMaker training needs an execution role: set SENTIFLOW_AWS_ROLE_ARN "
                 "(policy: deployments/iam/sagemaker-execution-role.json, see docs/aws.md)"
             )
-        if self.settings.aws_train_instance_count > 1 and not supports_distributed():
-            raise ConfigError(
-                f"SENTIFLOW_AWS_TRAIN_INSTANCE_COUNT={self.settings.aws_train_instance_count}, but "
-                "model/train.py trains on one machine (no torch DDP support); set it to 1 and pick a "
-                "larger SENTIFLOW_AWS_TRAIN_INSTANCE_TYPE instead"
-            )
         return self.settings.aws_role_arn
 
     def stage_source(self) -> str:
@@ -247,8 +131,10 @@ class SageMakerTrainer:
 
     def train(self, spec: TrainingSpec, log: LogLine) -> TrainingResult:
         role_arn = self._check()
+        job_hyperparameters(spec.hyperparameters)  # refused here, before anything is uploaded or created
         region = self.clients.region
         job_name = sagemaker_name(spec.job_name)
+        count = train_instance_count(self.settings)
         image = pytorch_image_uri(self.settings, region, self.settings.aws_train_instance_type, "training")
         submit_uri = self.stage_source()
         request = training_job_request(
@@ -268,7 +154,8 @@ class SageMakerTrainer:
         try:
             with aws_errors(f"creating SageMaker training job {job_name}", "see docs/aws.md for the roles"):
                 sagemaker.create_training_job(**request)
-            log(f"training job {job_name} created on {self.settings.aws_train_instance_type} ({image})")
+            instances = self.settings.aws_train_instance_type
+            log(f"training job {job_name} created on {count} x {instances} ({image})")
         except ClientError as error:
             if error_code(error) != "ResourceInUse":
                 raise
@@ -280,6 +167,7 @@ class SageMakerTrainer:
         metrics = dict(metrics)
         metrics["sagemaker"] = {
             "training_job_arn": description.get("TrainingJobArn"),
+            "instance_count": count,
             "billable_seconds": description.get("BillableTimeInSeconds"),
             "training_seconds": description.get("TrainingTimeInSeconds"),
             "final_metrics": {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", [])},

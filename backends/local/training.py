@@ -1,46 +1,54 @@
-"""Local training: ``model/train.py`` as a subprocess under exactly SageMaker's script-mode contract.
+"""Local training: the CreateTrainingJob request the aws backend sends, run here through SageMaker's own toolkit.
 
-A job runs in ``<home>/jobs/<job_name>/``, a folder laid out like ``/opt/ml``::
+``LocalTrainer.train`` builds the request with ``backends.sagemaker.training.training_job_request`` (the aws
+backend's builder) and hands it to ``backends.sagemaker.local_job.run_local_job``, which lays out ``/opt/ml`` per
+instance and runs the PyTorch training container's entry point (``sagemaker-training``'s ``train``) on it. A job
+lives in ``<home>/jobs/<job_name>/``::
 
-    input/data/<channel>/   copies of the channel folders from the artifact store
-    model/                  SM_MODEL_DIR  → packed into model.tar.gz
-    output/                 SM_OUTPUT_DATA_DIR (output/data), model.tar.gz, train.log
-    checkpoints/            kept between runs of the same job name: a rerun resumes from the last epoch
-    job.json                name, hyperparameters, metrics, duration, artifact URI
+    request.json             the request (the same fields SageMaker would get)
+    sourcedir.tar.gz         the source bundle: model/ + requirements.txt (sagemaker_submit_directory)
+    logs/algo-N.log          each instance's output (the toolkit's and the script's)
+    output/train.log         the lines passed on to the caller (the toolkit's environment dump left out)
+    algo-N/                  that instance's /opt/ml; algo-N/checkpoints/ is kept, so a rerun resumes
+    output/model.tar.gz      algo-1's model folder, packed (what SageMaker uploads to S3OutputPath)
+    job.json                 name, hyperparameters, metrics, duration, artifact URI
 
-Hyperparameters become ``--name value`` flags as SageMaker passes them; the script's lines stream to ``log``.
+``SENTIFLOW_TRAIN_INSTANCE_COUNT=N`` (``sentiflow train --ranks N``) runs N instances on this machine, as SageMaker
+runs N: one toolkit each, torchrun across them, one torch DDP rank per instance.
+
+Failures: the script's own one-line error (it writes ``output/failure``, SageMaker's FailureReason) becomes a
+:class:`SentiflowError` (not retried); a job whose processes died without a word — killed, out of memory — raises
+:class:`TrainingInterrupted`, which the stage's retry policy retries, and the rerun resumes from the checkpoint.
 """
 
 from __future__ import annotations
 
-import collections
-import os
-import shutil
-import subprocess
-import sys
+import re
 import time
+from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from backends.base import ArtifactStore, LogLine, TrainingResult, TrainingSpec
+from backends.sagemaker.local_job import LocalJobResult, run_local_job
+from backends.sagemaker.training import (
+    build_source_tarball,
+    sagemaker_name,
+    train_instance_count,
+    training_job_request,
+)
 from core.config import Settings
 from core.errors import ConfigError, SentiflowError
 from core.io import atomic_write_json, local_path, read_json
 from model.artifact import pack_model_dir
 from model.train import EPOCH_LINE
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TRAIN_SCRIPT = PROJECT_ROOT / "model" / "train.py"
-TAIL_LINES = 20
+INSTANCE_PREFIX = re.compile(r"^\[algo-\d+\] ")  # how the runner marks lines when there are several instances
+LOCAL_ROLE_ARN = "arn:aws:iam::000000000000:role/sentiflow-local"  # the request needs one; nothing here assumes it
 
 
-def hyperparameter_flags(hyperparameters: dict[str, Any]) -> list[str]:
-    """``{"hidden_dim": 128, "shuffle": True}`` gives ``--hidden-dim 128 --shuffle true``."""
-    flags: list[str] = []
-    for name, value in sorted(hyperparameters.items()):
-        text = str(value).lower() if isinstance(value, bool) else str(value)
-        flags += [f"--{name.replace('_', '-')}", text]
-    return flags
+class TrainingInterrupted(RuntimeError):
+    """The job's processes died without the script reporting an error (killed, out of memory): a rerun of the same
+    job resumes from its last checkpoint, so the stage may retry it (it is not a SentiflowError)."""
 
 
 def _channel_dir(uri: str) -> Path:
@@ -53,8 +61,23 @@ def _channel_dir(uri: str) -> Path:
     return path
 
 
+def local_image() -> str:
+    """The ``TrainingImage`` of a local request: the toolkit in this environment stands in for the container."""
+    try:
+        version = metadata.version("sagemaker-training")
+    except metadata.PackageNotFoundError:
+        version = "missing"
+    return f"local/sagemaker-training-toolkit:{version}"
+
+
+def one_line(text: str, limit: int = 600) -> str:
+    """``text`` on one line (whitespace collapsed), at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
 class LocalTrainer:
-    """``backends.base.Trainer`` running the SageMaker training script in a local ``/opt/ml``-like folder."""
+    """``backends.base.Trainer``: the SageMaker request, run on this machine by the training container's toolkit."""
 
     def __init__(self, settings: Settings, store: ArtifactStore) -> None:
         self.settings = settings
@@ -63,15 +86,54 @@ class LocalTrainer:
     def job_dir(self, job_name: str) -> Path:
         return self.settings.home / "jobs" / job_name
 
+    def request(self, spec: TrainingSpec, job: Path) -> dict:
+        """The request the aws backend would send for ``spec``, its locations pointing into ``job``."""
+        name = sagemaker_name(spec.job_name)
+        prefix = spec.output_prefix.rstrip("/")
+        return training_job_request(
+            settings=self.settings,
+            spec=spec,
+            job_name=name,
+            region=self.settings.aws_region,
+            role_arn=LOCAL_ROLE_ARN,
+            image_uri=local_image(),
+            submit_uri=str(job / "sourcedir.tar.gz"),
+            output_uri=self.store.uri(prefix),
+            checkpoint_uri=self.store.uri(f"{prefix}/checkpoints/{name}"),
+        )
+
     def train(self, spec: TrainingSpec, log: LogLine) -> TrainingResult:
         started = time.perf_counter()
         job = self.job_dir(spec.job_name)
-        self._stage(job, spec.channels)
-        log(f"training job {spec.job_name} in {job}")
-        self._run(job, spec, log)
+        channels = {name: _channel_dir(uri) for name, uri in spec.channels.items()}
+        request = self.request(spec, job)  # hyperparameters and channels checked before anything is written
+        count = train_instance_count(self.settings)
+        job.mkdir(parents=True, exist_ok=True)
+        tarball = build_source_tarball(job / "sourcedir.tar.gz")
+        ranks = f" on {count} local instances (torch DDP)" if count > 1 else ""
+        log(f"training job {request['TrainingJobName']} in {job}{ranks} (SageMaker training toolkit)")
+        epochs = spec.hyperparameters.get("epochs", "?")
 
-        metrics = read_json(job / "model" / "metrics.json")
-        tar_path = pack_model_dir(job / "model", job / "output" / "model.tar.gz")
+        (job / "output").mkdir(exist_ok=True)
+        with open(job / "output" / "train.log", "w", encoding="utf-8") as console:
+
+            def relay(line: str) -> None:
+                console.write(line + "\n")
+                match = EPOCH_LINE.match(INSTANCE_PREFIX.sub("", line))
+                log(f"epoch {match['epoch']}/{epochs}: {line}" if match else line)
+
+            outcome = run_local_job(request, channels, job, tarball, log=relay)
+        self._raise_unless_completed(outcome)
+
+        metrics = dict(read_json(outcome.model_dir / "metrics.json"))
+        metrics["sagemaker"] = {
+            "training_job_arn": f"arn:aws:sagemaker:local:000000000000:training-job/{outcome.job_name.lower()}",
+            "instance_count": count,
+            "billable_seconds": None,
+            "training_seconds": round(outcome.seconds, 3),
+            "final_metrics": outcome.final_metrics,
+        }
+        tar_path = pack_model_dir(outcome.model_dir, job / "output" / "model.tar.gz")
         model_uri, _ = self.store.put_file(tar_path, f"{spec.output_prefix}/model.tar.gz")
         result = TrainingResult(
             job_name=spec.job_name,
@@ -86,63 +148,20 @@ class LocalTrainer:
         log(f"model artifact: {model_uri}")
         return result
 
-    def _stage(self, job: Path, channels: dict[str, str]) -> None:
-        """Fresh input/, model/ and output/ folders; checkpoints/ stays so a rerun resumes."""
-        sources = {name: _channel_dir(uri) for name, uri in channels.items()}
-        for name in ("input", "model", "output"):
-            shutil.rmtree(job / name, ignore_errors=True)
-        for name, source in sources.items():
-            shutil.copytree(source, job / "input" / "data" / name)
-        for name in ("model", "output/data", "checkpoints"):
-            (job / name).mkdir(parents=True, exist_ok=True)
-
-    def _environment(self, job: Path, spec: TrainingSpec) -> dict[str, str]:
-        env = {
-            **os.environ,
-            "SM_MODEL_DIR": str(job / "model"),
-            "SM_OUTPUT_DATA_DIR": str(job / "output" / "data"),
-            "SM_CHECKPOINT_DIR": str(job / "checkpoints"),
-            "SM_NUM_GPUS": "0",
-            "SM_HOSTS": '["algo-1"]',
-            "SM_CURRENT_HOST": "algo-1",
-            "SM_CHANNELS": str(sorted(spec.channels)).replace("'", '"'),
-            "TRAINING_JOB_NAME": spec.job_name,
-            "PYTHONUNBUFFERED": "1",
-        }
-        for name in spec.channels:
-            env[f"SM_CHANNEL_{name.upper()}"] = str(job / "input" / "data" / name)
-        return env
-
-    def _run(self, job: Path, spec: TrainingSpec, log: LogLine) -> None:
-        command = [sys.executable, str(TRAIN_SCRIPT), *hyperparameter_flags(spec.hyperparameters)]
-        epochs = spec.hyperparameters.get("epochs", "?")
-        tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
-        log_path = job / "output" / "train.log"
-        with open(log_path, "w", encoding="utf-8") as log_file:
-            process = subprocess.Popen(
-                command,
-                cwd=job,
-                env=self._environment(job, spec),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                text=True,
-                bufsize=1,
-            )
-            assert process.stdout is not None
-            try:
-                for raw in process.stdout:
-                    line = raw.rstrip("\n")
-                    log_file.write(raw)
-                    tail.append(line)
-                    match = EPOCH_LINE.match(line)
-                    log(f"epoch {match['epoch']}/{epochs}: {line}" if match else line)
-                code = process.wait()
-            except BaseException:
-                process.kill()
-                process.wait()
-                raise
-        if code != 0:
-            lines = "\n".join(tail)
+    @staticmethod
+    def _raise_unless_completed(outcome: LocalJobResult) -> None:
+        if outcome.status == "Completed":
+            return
+        where = f"log: {outcome.log_path}"
+        reason = one_line(outcome.failure_reason or "no reason recorded")
+        if outcome.status == "Stopped":
             raise SentiflowError(
-                f"training job {spec.job_name} failed (exit code {code}); full log {log_path}; last lines:\n{lines}"
+                f"training job {outcome.job_name} was stopped: {reason}; rerun to resume from its last checkpoint, "
+                f"or raise SENTIFLOW_AWS_MAX_RUNTIME_S; {where}"
             )
+        if outcome.interrupted:
+            raise TrainingInterrupted(
+                f"training job {outcome.job_name} was interrupted: {reason}; a rerun resumes from its last "
+                f"checkpoint; {where}"
+            )
+        raise SentiflowError(f"training job {outcome.job_name} failed: {reason}; {where}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 import typer
@@ -31,8 +32,14 @@ def train(
     architecture: Annotated[
         str | None, _option("--architecture", "Network: bilstm-pool, lstm-pool or reference.")
     ] = None,
+    ranks: Annotated[
+        int | None,
+        _option("--ranks", "Training instances, one torch DDP rank each (SENTIFLOW_TRAIN_INSTANCE_COUNT).", min=1),
+    ] = None,
 ) -> None:
     """Prepare the data and train the model (reusing an identical finished job); print the artifact."""
+    if ranks is not None:  # the stages read their settings themselves
+        os.environ["SENTIFLOW_TRAIN_INSTANCE_COUNT"] = str(ranks)
     settings = get_settings()
     configure_flow_run(settings)
     overrides = hyperparameter_overrides(

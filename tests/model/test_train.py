@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -7,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,10 +16,18 @@ from model.artifact import load_artifact
 from model.train import (
     EPOCH_LINE,
     METRIC_DEFINITIONS,
+    Distributed,
     TrainConfig,
+    TrainingError,
     TrainPaths,
+    check_hyperparameters,
+    default_hyperparameters,
+    distributed_from_env,
+    hyperparameter_names,
     main,
     parse_hyperparameters,
+    rank_share,
+    resolve_paths,
     run_training,
 )
 
@@ -73,7 +83,7 @@ def test_hyperparameters_accept_dashes_underscores_and_sagemaker_strings() -> No
             "7",
             "--embedding_dim",
             "5",
-            "--lr",
+            "--learning_rate",
             "0.01",
             "--architecture",
             "lstm-pool",
@@ -84,6 +94,65 @@ def test_hyperparameters_accept_dashes_underscores_and_sagemaker_strings() -> No
     assert (config.architecture, config.epochs) == ("lstm-pool", 3)
 
 
+def test_hyperparameters_are_exactly_the_config_fields() -> None:
+    assert set(hyperparameter_names()) == set(default_hyperparameters())
+    assert check_hyperparameters({"hidden-dim": 16, "epochs": 2, "learning_rate": 0.01}) == {
+        "hidden_dim": 16,
+        "epochs": 2,
+        "learning_rate": 0.01,
+    }
+    with pytest.raises(TrainingError, match=r"^bad hyperparameters: 'hidden_dim' is given twice"):
+        check_hyperparameters({"hidden-dim": 16, "hidden_dim": 8})
+    with pytest.raises(TrainingError, match="--epochs must be at least 1"):
+        check_hyperparameters({"epochs": 0})
+    with pytest.raises(TrainingError, match="invalid int value: 'True'"):
+        check_hyperparameters({"epochs": True})  # the toolkit would pass --epochs True
+
+
+@pytest.mark.parametrize(
+    "key", ["model_dir", "model-dir", "train", "validation", "checkpoint_dir", "output_data_dir", "sagemaker_program"]
+)
+def test_locations_and_sagemaker_keys_are_not_hyperparameters(key: str) -> None:
+    with pytest.raises(TrainingError) as caught:
+        check_hyperparameters({key: "/some/path", "epochs": 1})
+    message = str(caught.value)
+    assert "\n" not in message and f"{key!r} is not a hyperparameter" in message
+    assert "allowed: architecture, epochs, batch_size" in message
+
+
+def test_a_location_flag_is_refused_and_nothing_is_written_or_removed_there(
+    channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 15: ``hyperparameters={"model_dir": "/some/path"}`` reached the script as ``--model_dir /some/path``,
+    which trained into it and removed ``/some/path/code``."""
+    target = tmp_path / "some" / "path"
+    (target / "code").mkdir(parents=True)
+    (target / "code" / "keep.txt").write_text("mine")
+    before = sorted(p.relative_to(target) for p in target.rglob("*"))
+    job = tmp_path / "job"
+    assert main([*TINY, "--model_dir", str(target)], _env(channels, job)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "'model_dir' is not a hyperparameter; allowed: architecture" in err
+    assert sorted(p.relative_to(target) for p in target.rglob("*")) == before
+    assert (target / "code" / "keep.txt").read_text() == "mine"
+    assert not job.exists()
+
+
+def test_locations_come_from_the_environment(tmp_path: Path) -> None:
+    base = tmp_path / "opt-ml"
+    paths = resolve_paths({"SAGEMAKER_BASE_DIR": str(base)})
+    assert paths == TrainPaths(
+        model_dir=base / "model",
+        train=base / "input" / "data" / "train",
+        validation=base / "input" / "data" / "validation",
+        output_dir=base / "output" / "data",
+        checkpoint_dir=base / "checkpoints",  # the toolkit sets no SM_CHECKPOINT_DIR
+    )
+    env = {"SAGEMAKER_BASE_DIR": str(base), "SM_MODEL_DIR": str(tmp_path / "m"), "SM_CHANNEL_TRAIN": "/t"}
+    assert resolve_paths(env).model_dir == tmp_path / "m" and resolve_paths(env).train == Path("/t")
+    assert resolve_paths(env).checkpoint_dir == base / "checkpoints"
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
@@ -92,7 +161,9 @@ def test_hyperparameters_accept_dashes_underscores_and_sagemaker_strings() -> No
         (["--learning-rate", "-1"], "--learning-rate must be a positive number"),
         (["--dropout", "1.5"], "--dropout must be in [0, 1)"),
         (["--epochs", "many"], "invalid int value: 'many'"),
-        (["--hiden-dim", "4"], "unrecognized arguments: --hiden-dim"),
+        (["--hiden-dim", "4"], "'hiden-dim' is not a hyperparameter; allowed: architecture"),
+        (["--epoch", "4"], "'epoch' is not a hyperparameter"),  # no abbreviations
+        (["--epochs", "2", "stray"], "unexpected argument(s) 'stray'"),
     ],
 )
 def test_bad_hyperparameters_fail_before_training(
@@ -126,10 +197,45 @@ def test_channel_without_its_csv_fails_before_training(
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_several_hosts_are_refused(channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_several_hosts_without_torchrun_are_refused(
+    channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = {**_env(channels, tmp_path), "SM_HOSTS": '["algo-1", "algo-2"]'}
     assert main(TINY, env) == 2
-    assert "instance_count=1" in capsys.readouterr().err
+    assert "not launched by torchrun" in capsys.readouterr().err
+
+
+def test_a_script_error_is_written_to_the_toolkits_failure_file_once(
+    channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SageMaker reports ``$SM_OUTPUT_DIR/failure`` as FailureReason; the first writer wins (the toolkit keeps it)."""
+    output = tmp_path / "output"
+    output.mkdir()
+    env = {**_env(channels, tmp_path), "SM_OUTPUT_DIR": str(output)}
+    assert main(["--epochs", "0"], env) == 2
+    line = (output / "failure").read_text()
+    assert line == "bad hyperparameters: --epochs must be at least 1, got 0"
+    assert main(["--dropout", "2"], env) == 2
+    assert (output / "failure").read_text() == line
+    assert main(["--epochs", "0"], _env(channels, tmp_path)) == 2  # outside the toolkit: no file anywhere
+    assert capsys.readouterr().err.count("error: bad hyperparameters") == 3
+
+
+def test_rank_share_covers_every_row_once() -> None:
+    index = np.arange(10)
+    shares = [rank_share(index, rank, 3) for rank in range(3)]
+    assert sorted(np.concatenate([share for share, _ in shares]).tolist()) == list(range(10))
+    assert all(weight == 1.0 for _, weight in shares)
+    share, weight = rank_share(np.arange(1), 1, 2)  # a last batch smaller than the world: a weightless row
+    assert share.tolist() == [0] and weight == 0.0
+
+
+def test_distributed_environment() -> None:
+    assert distributed_from_env({}) is None and distributed_from_env({"WORLD_SIZE": "1"}) is None
+    found = distributed_from_env({"WORLD_SIZE": "4", "RANK": "2", "LOCAL_RANK": "0"})
+    assert found == Distributed(rank=2, world_size=4, local_rank=0) and not found.is_main
+    with pytest.raises(TrainingError, match="outside WORLD_SIZE"):
+        distributed_from_env({"WORLD_SIZE": "2", "RANK": "2"})
 
 
 def test_metric_definitions_match_the_epoch_line() -> None:
@@ -217,3 +323,55 @@ def test_checkpoint_of_other_hyperparameters_is_not_resumed(channels: Path, tmp_
     metrics = run_training(_config(epochs=1, hidden_dim=6), paths, log=lines.append)
     assert any("written with other hyperparameters" in line for line in lines)
     assert [entry["epoch"] for entry in metrics["history"]] == [1]
+
+
+# --- distributed (torch DDP under torchrun) ------------------------------------------------------------------
+
+
+def _torchrun(argv: list[str], env: dict[str, str], ranks: int = 2) -> subprocess.CompletedProcess[str]:
+    """``model/train.py`` with ``ranks`` processes on this machine, the way the PyTorch toolkit launches it."""
+    torchrun = Path(sys.executable).parent / "torchrun"
+    command = [str(torchrun), "--standalone", "--nnodes", "1", "--nproc_per_node", str(ranks)]
+    return subprocess.run(
+        [*command, str(PROJECT_ROOT / "model" / "train.py"), *argv],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env, "PYTHONPATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.e2e  # torchrun starts two ranks, twice
+@pytest.mark.timeout(600)
+def test_two_ranks_train_what_one_process_trains_and_resume_from_rank_0s_checkpoint(
+    channels: Path, tmp_path: Path
+) -> None:
+    """The global batch is kept: each rank takes every 2nd row of the same batches and DDP averages the gradients,
+    so without dropout two ranks follow one process's optimisation (up to float summation order) — also across a
+    restart, where rank 0 reads the checkpoint and broadcasts it."""
+    argv = [*TINY, "--dropout", "0", "--patience", "5"]
+    one = run_training(
+        parse_hyperparameters([*argv, "--epochs", "2"]), _paths(channels, tmp_path / "one"), log=lambda line: None
+    )
+    job = tmp_path / "two"
+    env = {**_env(channels, job), "TRAINING_JOB_NAME": "ddp-2"}
+    first = _torchrun([*argv, "--epochs", "1"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "ranks 2 (batch 32 split across them)" in first.stdout
+    assert [line.split()[0] for line in first.stdout.splitlines() if line.startswith("epoch=")] == ["epoch=1"]
+    second = _torchrun([*argv, "--epochs", "2"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.count("resuming from checkpoint") == 1 and "after epoch 1" in second.stdout  # rank 0 only
+    assert [line.split()[0] for line in second.stdout.splitlines() if line.startswith("epoch=")] == ["epoch=2"]
+
+    two = json.loads((job / "model" / "metrics.json").read_text())
+    assert two["world_size"] == 2 and two["best_epoch"] == one["best_epoch"]
+    assert [entry["epoch"] for entry in two["history"]] == [1, 2]
+    for a, b in zip(one["history"], two["history"], strict=True):
+        for key in ("train_loss", "val_loss", "val_accuracy"):
+            assert abs(a[key] - b[key]) < 1e-4, (key, a, b)
+    single = torch.load(tmp_path / "one" / "model" / "model.pth", weights_only=True)
+    ddp = torch.load(job / "model" / "model.pth", weights_only=True)
+    assert all(torch.allclose(single[key], ddp[key], atol=1e-4) for key in single)
+    assert load_artifact(job / "model").version == "ddp-2"

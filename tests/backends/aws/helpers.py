@@ -46,7 +46,7 @@ def fake_training(world: MotoWorld, job: dict[str, Any], folder: Path) -> tuple[
 
 
 def failing_training(world: MotoWorld, job: dict[str, Any], folder: Path) -> tuple[Path, list[str]]:
-    raise TrainingFailed("ExitCode 2: error: bad hyperparameters", ["error: bad hyperparameters"])
+    raise TrainingFailed("AlgorithmError: ExitCode 2: error: bad hyperparameters", ["error: bad hyperparameters"])
 
 
 def fake_transform(world: MotoWorld, job: dict[str, Any], model: dict[str, Any]) -> None:

@@ -82,3 +82,34 @@ def test_train_deploy_transform_with_the_real_code(
 
     info = backend.endpoints.deploy("sentiflow-e2e", result.model_uri, 1, print)
     assert info.status == "InService" and info.model_uri == result.model_uri  # code/ already in the artifact
+
+
+def test_the_uploaded_bundle_runs_and_a_script_error_is_the_failure_reason(
+    aws_settings: Settings, moto_world: MotoWorld, tmp_path: Path
+) -> None:
+    """The player runs the request as sent through the SageMaker training toolkit, from the uploaded
+    ``sourcedir.tar.gz``; the script's own one-line error is what DescribeTrainingJob reports as FailureReason."""
+    from core.errors import SentiflowError
+
+    backend = get_backend(aws_settings)
+    channels = write_channels(tmp_path / "channels", per_class=20)
+    (channels / "validation" / "validation.csv").write_text("1,2,3\n")
+    for path in sorted(p for p in channels.rglob("*") if p.is_file()):
+        backend.store.put_file(path, f"runs/bad/channels/{path.relative_to(channels).as_posix()}")
+    spec = TrainingSpec(
+        job_name="sentiflow-bad-train",
+        hyperparameters={"epochs": 1, "hidden_dim": 8},
+        channels={c: backend.store.uri(f"runs/bad/channels/{c}") for c in ("train", "validation")},
+        output_prefix="runs/bad/training",
+    )
+    lines: list[str] = []
+    with pytest.raises(SentiflowError) as caught:
+        backend.trainer.train(spec, lines.append)
+    reason = moto_world.client("sagemaker").describe_training_job(TrainingJobName="sentiflow-bad-train")[
+        "FailureReason"
+    ]
+    assert reason.startswith("channel 'validation': ") and "has shape (1, 3)" in reason and "\n" not in reason
+    assert f"failed: {reason}; logs: CloudWatch" in str(caught.value)
+    assert any("Reporting training FAILURE" in line for line in lines)  # the toolkit's lines, via CloudWatch
+    code = moto_world.work_dir / "sentiflow-bad-train" / "job" / "algo-1" / "code"
+    assert (code / "model" / "train.py").is_file() and (code / "requirements.txt").is_file()  # the bundle, unpacked

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from backends.aws import training
 from backends.aws.clients import AwsClients
 from backends.aws.storage import S3ArtifactStore
 from backends.aws.training import SageMakerTrainer
@@ -22,6 +21,8 @@ from tests.fixtures.moto_world import MotoWorld
 pytestmark = pytest.mark.e2e  # the moto server
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
+# The request builder itself (fields, metric regexes, spot, hyperparameter checks) is unit-tested in
+# tests/backends/sagemaker/test_training.py; here: what reaches SageMaker (moto) and what comes back.
 
 
 def make_trainer(settings: Settings) -> tuple[SageMakerTrainer, S3ArtifactStore]:
@@ -62,7 +63,8 @@ def test_training_job_request_and_result(aws_settings: Settings, moto_world: Mot
     assert hp["sagemaker_region"] == '"us-east-1"'
     submit = json.loads(hp["sagemaker_submit_directory"])
     assert submit.startswith(f"s3://{moto_world.bucket}/sentiflow/code/") and submit.endswith("/sourcedir.tar.gz")
-    assert (hp["epochs"], hp["hidden-dim"], hp["architecture"]) == ("2", "32", '"bilstm-pool"')
+    assert (hp["epochs"], hp["hidden_dim"], hp["architecture"]) == ("2", "32", '"bilstm-pool"')
+    assert hp["learning_rate"] == "0.002" and "hidden-dim" not in hp  # the spelling the toolkit passes on
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
     assert channels == {
         "train": f"s3://{moto_world.bucket}/sentiflow/runs/42/channels/train/",
@@ -97,29 +99,29 @@ def test_training_job_request_and_result(aws_settings: Settings, moto_world: Mot
     assert any("InProgress" in line for line in lines) and any("Completed" in line for line in lines)
 
 
-def test_request_metric_definitions_spot_and_model_contract(aws_settings: Settings) -> None:
-    settings = aws_settings.with_overrides(aws_use_spot=True)
-    store = S3ArtifactStore(AwsClients(settings), "b", "p")
-    request = training.training_job_request(
-        settings=settings,
-        spec=spec(store),
-        job_name="j",
-        region="us-east-1",
-        role_arn="arn:role",
-        image_uri=IMAGE,
-        submit_uri="s3://b/src.tar.gz",
-        output_uri="s3://b/out",
-        checkpoint_uri="s3://b/ck",
-    )
-    assert request["EnableManagedSpotTraining"] is True
-    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
-    import re
+def test_several_instances_are_accepted_and_run_torchrun(aws_settings: Settings, moto_world: MotoWorld) -> None:
+    """Issue 11: multi-instance training is no longer refused; the request carries the torchrun switch."""
+    moto_world.training_player = fake_training
+    trainer, store = make_trainer(aws_settings.with_overrides(train_instance_count=2))
+    lines: list[str] = []
+    result = trainer.train(spec(store), lines.append)
+    job = moto_world.client("sagemaker").describe_training_job(TrainingJobName="sentiflow-train-run-42")
+    assert job["ResourceConfig"]["InstanceCount"] == 2
+    assert job["HyperParameters"]["sagemaker_torch_distributed_enabled"] == "true"
+    assert moto_world.seen_training["ResourceConfig"]["InstanceCount"] == 2  # type: ignore[attr-defined]
+    assert result.metrics["sagemaker"]["instance_count"] == 2
+    assert any("created on 2 x ml.m5.xlarge" in line for line in lines)
 
-    line = "epoch=3 train_loss=0.312 val_loss=0.298 val_accuracy=0.881 epoch_s=41.2"
-    found = {
-        d["Name"]: re.search(d["Regex"], line).group(1) for d in request["AlgorithmSpecification"]["MetricDefinitions"]
-    }
-    assert found["validation:accuracy"] == "0.881" and found["train:loss"] == "0.312"
+
+def test_a_location_hyperparameter_is_refused_before_anything_is_uploaded(
+    aws_settings: Settings, moto_world: MotoWorld
+) -> None:
+    trainer, store = make_trainer(aws_settings)
+    bad = TrainingSpec(**{**spec(store).__dict__, "hyperparameters": {"epochs": 1, "model_dir": "/some/path"}})
+    with pytest.raises(ConfigError, match="'model_dir' is not a hyperparameter; allowed: architecture"):
+        trainer.train(bad, print)
+    assert moto_world.client("s3").list_objects_v2(Bucket=moto_world.bucket).get("KeyCount", 0) == 0
+    assert moto_world.client("sagemaker").list_training_jobs()["TrainingJobSummaries"] == []
 
 
 def test_failed_job_raises_with_failure_reason(aws_settings: Settings, moto_world: MotoWorld) -> None:
@@ -152,8 +154,8 @@ def test_interrupt_stops_the_job(aws_settings: Settings, moto_world: MotoWorld) 
 
 
 def test_config_errors(aws_settings: Settings, moto_world: MotoWorld) -> None:
-    trainer, store = make_trainer(aws_settings.with_overrides(aws_train_instance_count=2))
-    with pytest.raises(ConfigError, match="SENTIFLOW_AWS_TRAIN_INSTANCE_COUNT=2"):
+    trainer, store = make_trainer(aws_settings.with_overrides(aws_train_instance_count=2, train_instance_count=3))
+    with pytest.raises(ConfigError, match="SENTIFLOW_TRAIN_INSTANCE_COUNT=3 and SENTIFLOW_AWS_TRAIN_INSTANCE_COUNT=2"):
         trainer.train(spec(store), print)
     settings = aws_settings.model_copy(update={"aws_role_arn": None})
     trainer, store = make_trainer(settings)
