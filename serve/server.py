@@ -12,7 +12,6 @@ stops accepting, lets in-flight requests finish and closes idle keep-alive conne
 from __future__ import annotations
 
 import json
-import os
 import re
 import select
 import signal
@@ -64,8 +63,6 @@ class EndpointStats:
         self._flush_every_s = flush_every_s
         self._flusher: threading.Thread | None = None
         self._closed = threading.Event()
-        self._events: Any = None  # core.events.InvocationEvents when Prefect is configured
-        self._announced = 0
 
     def record(self, ok: bool) -> None:
         """Count one invocation (``ok`` False for a 4xx/5xx answer)."""
@@ -87,13 +84,8 @@ class EndpointStats:
             }
 
     def start(self) -> None:
-        """Write the state file now and then at most every ``flush_every_s`` while invocations arrive; also
-        announce invocations as Prefect events (throttled; only with a Prefect API and a named endpoint)."""
-        if self.name is not None and os.environ.get("PREFECT_API_URL"):
-            from core.events import InvocationEvents
-
-            self._events = InvocationEvents()
-        if self._state_file is None and self._events is None:
+        """Write the state file now and then at most every ``flush_every_s`` while invocations arrive."""
+        if self._state_file is None:
             return
         self.flush()
         self._flusher = threading.Thread(target=self._flush_loop, name="stats-flush", daemon=True)
@@ -107,13 +99,9 @@ class EndpointStats:
                 self._closed.wait(self._flush_every_s)
 
     def flush(self) -> None:
-        """Mirror the counters to the state file and, if any arrived, tell Prefect the endpoint is in use."""
-        snapshot = self.snapshot()
+        """Mirror the counters to the state file."""
         if self._state_file is not None:
-            atomic_write_json(self._state_file, snapshot)
-        if self._events is not None and snapshot["invocations"] > self._announced:
-            self._announced = snapshot["invocations"]
-            self._events.invoked(self.name, {"invocations": snapshot["invocations"]})
+            atomic_write_json(self._state_file, self.snapshot())
 
     def close(self) -> None:
         self._closed.set()
