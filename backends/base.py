@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -81,7 +82,11 @@ class TeardownDecision:
 
 @runtime_checkable
 class ArtifactStore(Protocol):
-    """Where channels, models and reports live: a folder (local) or an S3 prefix (aws)."""
+    """Where archives, datasets, channels, models and reports live: a folder (local) or an S3 prefix (aws).
+
+    Stage results that cross stages are URIs of this store (never machine-local paths), so any worker can run any
+    stage; entries are content-addressed (their key names what they hold), so the store is never a second cache.
+    """
 
     def uri(self, key: str) -> str: ...
     def exists(self, key: str) -> bool: ...
@@ -91,6 +96,14 @@ class ArtifactStore(Protocol):
 
     def get_file(self, key: str, path: Path) -> Path: ...
     def key_from_uri(self, uri: str) -> str: ...
+    def local_file(self, key: str) -> AbstractContextManager[Path]:
+        """A local path with the object's content for the block: the file itself (local) or a download (aws)."""
+        ...
+
+    def publish_dir(self, prefix: str) -> AbstractContextManager[Path]:
+        """An empty local folder; on success its files become ``prefix/…`` in the store as one entry (an existing
+        entry with that prefix is kept: prefixes are content-addressed). A failure publishes nothing."""
+        ...
 
 
 @runtime_checkable

@@ -2,43 +2,91 @@
 
 Values come from (highest first): explicit overrides (CLI flags, flow parameters) → environment variables with the
 ``SENTIFLOW_`` prefix → a ``.env`` file in the working directory → the defaults below.
+
+A bad value never surfaces as pydantic's multi-line report: :func:`get_settings` and :meth:`Settings.with_overrides`
+raise one :class:`~core.errors.ConfigError` line that names where the value came from (``SENTIFLOW_VOCAB_SIZE``,
+``--backend``, flow parameter ``epochs``) and what the setting accepts.
 """
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from pathlib import Path
-from typing import Any, Literal
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
-from pydantic import Field, field_validator
+import annotated_types
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
+
+from core.errors import ConfigError
 
 OFFICIAL_DATA_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATA_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
+
+ENV_PREFIX = "SENTIFLOW_"
+Architecture = Literal["bilstm-pool", "lstm-pool", "reference"]
+"""The network variants of ``model.network.ARCHITECTURES`` (a unit test keeps the two lists equal)."""
+DATA_SCHEMES = ("http", "https", "file", "s3")
+
+_SHA256 = r"^(sha256:)?[0-9a-fA-F]{64}$"
+_REGION = r"^[a-z]{2}(-[a-z]+)+-\d+$"
+_BUCKET = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_ROLE_ARN = r"^arn:aws[a-z-]*:iam::\d{12}:role/\S+$"
+_INSTANCE = r"^ml\.[a-z0-9]+\.[a-z0-9]+$"
+_VERSION = r"^\d+\.\d+(\.\d+)?$"
+_PY_VERSION = r"^py3\d+$"
+_BLOCK_NAME = r"^[a-z0-9][a-z0-9-]*$"
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+_PATTERN_WORDS = {
+    _SHA256: "64 hex digits (as `sha256sum FILE` prints them)",
+    _REGION: "an AWS region name such as us-east-1",
+    _BUCKET: "an S3 bucket name (3-63 lowercase letters, digits, dots and dashes)",
+    _ROLE_ARN: "an IAM role ARN such as arn:aws:iam::123456789012:role/NAME",
+    _INSTANCE: "a SageMaker instance type such as ml.m5.large",
+    _VERSION: "a version such as 2.5",
+    _PY_VERSION: "a Python version tag such as py311",
+    _BLOCK_NAME: "a Prefect block name (lowercase letters, digits and dashes)",
+}
+"""What each string pattern means, in words, for error messages."""
+
+_ACCEPTS_BY_VALIDATOR = {
+    "data_url": "an http(s)://, file:// or s3:// URL, or a local path",
+    "serve_host": "an IP address or host name such as 127.0.0.1",
+    "notify_url": "a URL with a scheme: a Slack webhook, an Apprise URL (mailto://, json://…) or an http(s):// URL",
+}
+"""What fields with a custom validator accept."""
 
 
 class Settings(BaseSettings):
     """sentiflow configuration (env prefix ``SENTIFLOW_``)."""
 
-    model_config = SettingsConfigDict(env_prefix="SENTIFLOW_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
 
     # --- where things live -------------------------------------------------------------------------
-    home: Path = Field(Path(".sentiflow"), description="Caches, the local artifact store and state.")
+    home: Path = Field(Path(".sentiflow"), description="The local artifact store, state and Prefect's database.")
     backend: Literal["local", "aws"] = Field("local", description="Where stages run.")
+    prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the managed local Prefect server (API, UI).")
 
     # --- data ----------------------------------------------------------------------------------------
     data_url: str = Field(OFFICIAL_DATA_URL, description="IMDB archive: http(s)://, file://, s3:// or a path.")
-    data_sha256: str | None = Field(None, description="Expected sha256 of a non-official archive.")
+    data_sha256: str | None = Field(None, pattern=_SHA256, description="Expected sha256 of a non-official archive.")
     vocab_size: int = Field(5000, ge=3, description="Vocabulary size including the pad (0) and infrequent (1) ids.")
     max_len: int = Field(500, ge=1, description="Reviews are truncated or padded to this many tokens.")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="Stratified hold-out of the train split.")
-    seed: int = Field(42, description="Seed for every random choice.")
+    seed: int = Field(42, ge=0, description="Seed for every random choice.")
     expected_rows_per_split: int = Field(25000, ge=1, description="Rows the validation suite expects per split.")
     min_review_chars: int = Field(10, ge=1)
     max_review_chars: int = Field(20000, ge=100)
-    preprocess_workers: int = Field(0, ge=0, description="Processes for tokenizing; 0 means one per core.")
 
     # --- training ------------------------------------------------------------------------------------
-    architecture: str = Field("bilstm-pool", description="Network variant (see model.network.ARCHITECTURES).")
+    architecture: Architecture = Field("bilstm-pool", description="Network variant (model.network.ARCHITECTURES).")
     epochs: int = Field(4, ge=1)
     embedding_dim: int = Field(64, ge=1)
     hidden_dim: int = Field(128, ge=1)
@@ -69,23 +117,25 @@ class Settings(BaseSettings):
     notify_url: str | None = Field(None, description="Slack webhook, Apprise URL or any http(s) URL.")
 
     # --- aws -----------------------------------------------------------------------------------------
-    aws_region: str = Field("us-east-1")
-    aws_bucket: str | None = Field(None, description="S3 bucket for the aws artifact store.")
+    aws_region: str = Field("us-east-1", pattern=_REGION)
+    aws_bucket: str | None = Field(None, pattern=_BUCKET, description="S3 bucket for the aws artifact store.")
     aws_prefix: str = Field("sentiflow")
-    aws_role_arn: str | None = Field(None, description="SageMaker execution role.")
-    aws_lambda_role_arn: str | None = Field(None, description="Execution role of the API Lambda.")
-    aws_train_instance_type: str = Field("ml.m5.xlarge")
+    aws_role_arn: str | None = Field(None, pattern=_ROLE_ARN, description="SageMaker execution role.")
+    aws_lambda_role_arn: str | None = Field(None, pattern=_ROLE_ARN, description="Execution role of the API Lambda.")
+    aws_train_instance_type: str = Field("ml.m5.xlarge", pattern=_INSTANCE)
     aws_train_instance_count: int | None = Field(
         None, ge=1, description="Older name of SENTIFLOW_TRAIN_INSTANCE_COUNT (still read, for both backends)."
     )
     aws_use_spot: bool = Field(False)
-    aws_transform_instance_type: str = Field("ml.m5.large")
-    aws_endpoint_instance_type: str = Field("ml.m5.large")
-    aws_framework_version: str = Field("2.5")
-    aws_py_version: str = Field("py311")
+    aws_transform_instance_type: str = Field("ml.m5.large", pattern=_INSTANCE)
+    aws_endpoint_instance_type: str = Field("ml.m5.large", pattern=_INSTANCE)
+    aws_framework_version: str = Field("2.5", pattern=_VERSION)
+    aws_py_version: str = Field("py311", pattern=_PY_VERSION)
     aws_poll_seconds: float = Field(30, gt=0, description="How often to poll SageMaker job and endpoint status.")
     aws_max_runtime_s: int = Field(6 * 3600, ge=60, description="Training job stopping condition.")
-    aws_credentials_block: str | None = Field(None, description="Name of a prefect-aws AwsCredentials block.")
+    aws_credentials_block: str | None = Field(
+        None, pattern=_BLOCK_NAME, description="Name of a prefect-aws AwsCredentials block."
+    )
     instance_prices_usd: dict[str, float] = Field(
         default_factory=lambda: {
             "ml.t2.medium": 0.056,
@@ -102,9 +152,35 @@ class Settings(BaseSettings):
     def _absolute_home(cls, value: Path) -> Path:
         return value.expanduser().resolve()
 
+    @field_validator("data_url", mode="after")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        match = _URL_SCHEME.match(value.strip())
+        if not value.strip() or (match and match.group(1).lower() not in DATA_SCHEMES):
+            raise ValueError("unsupported data source")
+        return value.strip()
+
+    @field_validator("serve_host", mode="after")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            if not _HOSTNAME.match(value):
+                raise ValueError("not an IP address or host name") from None
+        return value
+
+    @field_validator("notify_url", mode="after")
+    @classmethod
+    def _has_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not _URL_SCHEME.match(value.strip()):
+            raise ValueError("no scheme")
+        return value
+
     # --- derived locations ---------------------------------------------------------------------------
     @property
     def cache_dir(self) -> Path:
+        """Scratch copies that are safe to delete (unpacked models); never a cache of stage results."""
         return self.home / "cache"
 
     @property
@@ -120,14 +196,111 @@ class Settings(BaseSettings):
     def state_dir(self) -> Path:
         return self.home / "state"
 
-    def with_overrides(self, **overrides: Any) -> Settings:
-        """A copy with the non-None overrides applied and validated (CLI flags, flow parameters)."""
+    def with_overrides(self, origin: str = "flag", **overrides: Any) -> Settings:
+        """A copy with the non-None overrides applied and validated.
+
+        ``origin`` names where the overrides came from in error messages: ``"flag"`` (``--max-len``) or
+        ``"parameter"`` (flow parameter ``max_len``).
+        """
         clean = {k: v for k, v in overrides.items() if v is not None}
         if not clean:
             return self
-        return type(self).model_validate({**self.model_dump(), **clean})
+        try:
+            return type(self).model_validate({**self.model_dump(), **clean})
+        except ValidationError as error:
+            raise settings_error(error, origin) from None
 
 
-def get_settings(**overrides: Any) -> Settings:
-    """Settings from the environment, with explicit overrides on top."""
-    return Settings().with_overrides(**overrides)
+def get_settings(origin: str = "flag", **overrides: Any) -> Settings:
+    """Settings from the environment, with explicit overrides on top (``origin`` as in ``with_overrides``).
+
+    ConfigError (one line) when a ``SENTIFLOW_*`` variable, a ``.env`` entry or an override is invalid.
+    """
+    try:
+        base = Settings()
+    except ValidationError as error:
+        raise settings_error(error, "env") from None
+    except SettingsError as error:
+        raise _parse_error(error) from None
+    return base.with_overrides(origin, **overrides)
+
+
+# --- one-line errors --------------------------------------------------------------------------------------
+
+
+def setting_label(name: str, origin: str) -> str:
+    """How the user wrote setting ``name``: ``SENTIFLOW_MAX_LEN``, ``--max-len`` or ``flow parameter max_len``."""
+    if origin == "env":
+        return f"{ENV_PREFIX}{name.upper()}"
+    if origin == "flag":
+        return f"--{name.replace('_', '-')}"
+    return f"flow parameter {name}"
+
+
+def accepts(name: str) -> str:
+    """What setting ``name`` accepts, in words (``an integer ≥ 3``, ``one of local, aws``, …)."""
+    field = Settings.model_fields[name]
+    words = _ACCEPTS_BY_VALIDATOR.get(name) or _type_words(field.annotation)
+    for item in field.metadata:
+        pattern = getattr(item, "pattern", None)
+        if pattern:
+            words = _PATTERN_WORDS.get(pattern, f"text matching {pattern}")
+    bounds = [
+        f"{symbol} {getattr(item, attr):g}"
+        for item in field.metadata
+        for attr, symbol, kind in (("ge", "≥", annotated_types.Ge), ("gt", ">", annotated_types.Gt),
+                                   ("le", "≤", annotated_types.Le), ("lt", "<", annotated_types.Lt))
+        if isinstance(item, kind)
+    ]  # fmt: skip
+    if bounds:
+        words += " " + " and ".join(bounds)
+    if _optional(field.annotation):
+        words += " (or unset)"
+    return words
+
+
+def settings_error(error: ValidationError, origin: str) -> ConfigError:
+    """One ConfigError line for every invalid value in ``error``, each named as the user wrote it."""
+    problems = []
+    for item in error.errors():
+        name = str(item["loc"][0]) if item.get("loc") else "?"
+        label = setting_label(name, origin)
+        reason = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        if item.get("type") == "string_pattern_mismatch":
+            reason = "wrong format"
+        if name in Settings.model_fields:
+            problems.append(f"{label}={item.get('input')!r} is invalid ({reason}): it accepts {accepts(name)}")
+        else:
+            problems.append(f"{label}: {reason}")
+    return ConfigError("; ".join(problems))
+
+
+def _parse_error(error: SettingsError) -> ConfigError:
+    """pydantic-settings' "error parsing value for field X" (JSON fields) as one line naming the variable."""
+    match = re.search(r'field "([^"]+)"', str(error))
+    name = match.group(1) if match else "?"
+    if name not in Settings.model_fields:
+        return ConfigError(f"a {ENV_PREFIX}* setting could not be parsed: {error}")
+    return ConfigError(f"{setting_label(name, 'env')} could not be parsed: it accepts {accepts(name)}")
+
+
+def _optional(annotation: Any) -> bool:
+    return get_origin(annotation) in (Union, UnionType) and NoneType in get_args(annotation)
+
+
+def _type_words(annotation: Any) -> str:
+    if _optional(annotation):
+        (annotation,) = [arg for arg in get_args(annotation) if arg is not NoneType]
+    if get_origin(annotation) is Literal:
+        return "one of " + ", ".join(str(value) for value in get_args(annotation))
+    if annotation is bool:
+        return "true or false"
+    if annotation is int:
+        return "an integer"
+    if annotation is float:
+        return "a number"
+    if annotation is Path:
+        return "a folder path"
+    if get_origin(annotation) is dict:
+        return 'a JSON object of names to numbers, e.g. {"ml.m5.large": 0.115}'
+    return "text"

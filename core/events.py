@@ -1,9 +1,10 @@
-"""sentiflow's one event and label vocabulary: endpoint events, their resource ids, the emitters, run labels.
+"""sentiflow's one event and label vocabulary: endpoint events, their resource ids, the emitter, run labels.
 
-- ``sentiflow.endpoint.deployed`` / ``.deleted``: emitted by the deploy stage (:func:`emit_endpoint_event`);
-  ``sentiflow.endpoint.invoked``: emitted by whatever serves an endpoint (:class:`InvocationEvents`), throttled
-  per endpoint (default: at most one event a minute). All three are on resource ``sentiflow.endpoint.<name>``;
-  the proactive idle-teardown trigger in ``prefect.yaml`` keys on them.
+- ``sentiflow.endpoint.deployed`` / ``.deleted``: emitted by the deploy stage (:func:`emit_endpoint_event`) on
+  resource ``sentiflow.endpoint.<name>``. The proactive trigger in ``prefect.yaml`` keys on them: an endpoint
+  deployed and not deleted within its idle window gets a teardown run for it, which checks whether it was used
+  (the endpoint's own ``/stats`` locally, CloudWatch ``Invocations`` on aws). Endpoint servers emit nothing:
+  they know nothing of Prefect.
 - ``sentiflow.failed-task`` / ``sentiflow.failed-error``: flow-run labels set by
   ``tasks.policies.report_task_failure`` and read by the failure notification (``sentiflow.ops.notifications``).
 
@@ -14,14 +15,10 @@ temporary server — and never raise into the caller. Prefect is imported lazily
 from __future__ import annotations
 
 import logging
-import os
-import threading
-import time
 from typing import Any, Protocol
 
 DEPLOYED_EVENT = "sentiflow.endpoint.deployed"
 DELETED_EVENT = "sentiflow.endpoint.deleted"
-INVOKED_EVENT = "sentiflow.endpoint.invoked"
 RESOURCE_PREFIX = "sentiflow.endpoint."
 
 FAILED_TASK_LABEL = "sentiflow.failed-task"
@@ -62,7 +59,7 @@ def endpoint_from_resource(value: str) -> str:
     return value[len(RESOURCE_PREFIX) :] if value.startswith(RESOURCE_PREFIX) else value
 
 
-# --- the emitters -------------------------------------------------------------------------------------------
+# --- the emitter -------------------------------------------------------------------------------------------
 
 
 def _events_enabled() -> bool:
@@ -105,41 +102,3 @@ def emit_endpoint_event(event: str, endpoint: Endpoint, backend: str, **payload:
         )
     except Exception as error:  # noqa: BLE001 - an event must never fail a deploy
         _log.warning("could not emit %s for endpoint %s: %s", event, endpoint.name, error)
-
-
-class InvocationEvents:
-    """Throttled ``sentiflow.endpoint.invoked`` emitter; thread-safe, one instance per serving process."""
-
-    def __init__(self, min_interval_s: float = 60.0, enabled: bool | None = None) -> None:
-        """``enabled`` defaults to "a Prefect API is configured" (``PREFECT_API_URL`` set)."""
-        self.min_interval_s = min_interval_s
-        self.enabled = bool(os.environ.get("PREFECT_API_URL")) if enabled is None else enabled
-        self._last: dict[str, float] = {}
-        self._lock = threading.Lock()
-
-    def invoked(self, endpoint: str, payload: dict[str, Any] | None = None) -> bool:
-        """Record one invocation of ``endpoint``; True when an event was emitted (not throttled/disabled)."""
-        if not self.enabled:
-            return False
-        resource = endpoint_resource_id(endpoint)
-        now = time.monotonic()
-        with self._lock:
-            last = self._last.get(resource)
-            if last is not None and now - last < self.min_interval_s:
-                return False
-            self._last[resource] = now
-        try:
-            from prefect.events import emit_event
-
-            emit_event(
-                INVOKED_EVENT,
-                resource={
-                    "prefect.resource.id": resource,
-                    "prefect.resource.name": resource.removeprefix(RESOURCE_PREFIX),
-                },
-                payload=payload or {},
-            )
-        except Exception as exc:  # serving must never fail because Prefect is unreachable
-            _log.warning("could not emit %s for %s: %s", INVOKED_EVENT, resource, exc)
-            return False
-        return True

@@ -7,7 +7,8 @@ from typing import Any
 from prefect import flow
 
 from core.config import get_settings
-from flows.pipeline import evaluate_model, prepare_data
+from core.errors import SentiflowError
+from flows.pipeline import Reused, evaluate_model, prepare_data, run_lock
 from tasks.deploy import deployed_model_task
 
 
@@ -19,19 +20,19 @@ def evaluate(
     backend: str | None = None,
     max_reviews_per_class: int | None = None,
 ) -> dict[str, Any]:
-    """Batch-evaluate ``model_uri`` (default: the model currently promoted) beside the baseline, with the parity
-    check; writes ``evaluation.json`` and the report artifacts."""
-    settings = get_settings(backend=backend)
+    """Batch-evaluate ``model_uri`` (default: the model currently promoted) beside the baseline; publishes
+    ``evaluation.json`` and the report artifacts. Serving parity needs an endpoint: the pipeline checks it."""
+    settings = get_settings("parameter", backend=backend)
     if model_uri is None:
-        deployed = deployed_model_task(settings)
+        deployed = deployed_model_task(settings.backend)
         if deployed is None:
-            from core.errors import SentiflowError
-
             raise SentiflowError("no model has been promoted yet; pass model_uri (a model.tar.gz URI) to evaluate")
         model_uri = deployed["model_uri"]
-    data = prepare_data(settings, source, sha256, max_reviews_per_class)
+    reused: Reused = {}
     name = model_uri.rstrip("/").split("/")[-2] if model_uri.endswith("model.tar.gz") else "adhoc"
-    evaluation, parity = evaluate_model(settings, data, model_uri, name, max_reviews_per_class)
+    with run_lock(settings):
+        data = prepare_data(settings, source, sha256, max_reviews_per_class, reused)
+        _, evaluation = evaluate_model(settings, data, model_uri, name, reused)
     model, baseline = evaluation["model"], evaluation["baseline"]
     print(f"{model_uri}: accuracy {model['accuracy']:.4f} (TF-IDF baseline {baseline['accuracy']:.4f})")
-    return {"model_uri": model_uri, "evaluation": evaluation, "parity": parity}
+    return {"model_uri": model_uri, "evaluation": evaluation, "reused": reused}

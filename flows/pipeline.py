@@ -1,81 +1,251 @@
-"""The sentiflow pipeline: data → training → evaluation → gate → deploy → API. Flows only wire stages.
+"""The sentiflow pipeline: data → training → batch transform → evaluation → gate → deploy → parity → promote.
+Flows only wire stages.
 
 ``data_flow`` runs the data half, ``train_flow`` data + training, ``pipeline`` everything. Every argument left
 as ``None`` comes from the settings (``SENTIFLOW_*`` environment variables), so a deployment, the CLI and a test
 all run the same code on either backend.
+
+Stages pass each other artifact-store URIs (never machine-local paths), and each is cached by Prefect on the
+inputs and code that decide its result (``tasks.policies``): a rerun with nothing changed is served from the
+cache, stage by stage. :func:`run_stage` also checks, cheaply, that a cached result's artifacts are still in
+the store; if one is gone, the stage runs again instead of handing a dangling URI on.
+
+Two runs on one ``SENTIFLOW_HOME`` never interleave their writes: the build half (data, training, evaluation)
+holds the run lock, the deploy half the endpoints lock (``tasks.deploy.endpoints_lock``); a second run waits
+and says for whom.
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prefect import flow
-from prefect.runtime import flow_run
 
 from core.config import Settings, get_settings
+from core.errors import ConfigError, SentiflowError
+from core.io import file_lock
 from tasks.data.download import download_task
 from tasks.data.load import load_task
 from tasks.data.prepare import prepare_task
-from tasks.data.upload import upload_task
 from tasks.data.validate import validate_task
-from tasks.deploy import delete_endpoint_task, deploy_endpoint_task, deployed_model_task, promote_endpoint_task
+from tasks.deploy import (
+    delete_endpoint_task,
+    deploy_endpoint_task,
+    deployed_model_task,
+    endpoints_lock,
+    promote_endpoint_task,
+    serving_endpoint_task,
+)
 from tasks.evaluate import evaluate_task
 from tasks.gate import gate_task
 from tasks.parity import parity_task
-from tasks.train import train_model
-from tasks.transform import batch_transform_task
+from tasks.policies import timeout_message, training_timeout_s
+from tasks.train import train_model, training_hyperparameters
+from tasks.transform import batch_transform_task, output_file_uri
+
+Reused = dict[str, bool]
+"""Stage name → True when Prefect served it from its cache (finished work reused)."""
 
 
-def _run_dir(settings: Settings) -> str:
-    name = flow_run.get_name() or "adhoc"
-    path = settings.runs_dir / name
-    path.mkdir(parents=True, exist_ok=True)
-    return str(path)
+# --- running one stage -------------------------------------------------------------------------------------
 
 
-def _stage(task: Any, *args: Any, cache_hits: dict[str, bool]) -> Any:
-    """Run ``task``; record whether Prefect served it from its cache (a rerun of finished work)."""
-    state = task(*args, return_state=True)
-    cache_hits[task.name] = state.name == "Cached"
+def stage_result(task: Any, state: Any) -> Any:
+    """The state's result; a stage that ran out of time fails the run naming the stage and its limit."""
+    if state.name == "TimedOut":
+        raise SentiflowError(timeout_message(task.name, task.timeout_seconds))
     return state.result()
 
 
+def run_stage(
+    task: Any,
+    *args: Any,
+    reused: Reused,
+    store: Any = None,
+    artifacts: Callable[[Any], list[str]] | None = None,
+) -> Any:
+    """Run ``task``; record whether Prefect served it from its cache.
+
+    A cached result whose artifacts (``artifacts(result)``: store URIs) are no longer all in ``store`` is not
+    handed on: the stage runs again with ``refresh_cache`` and its new result replaces the cache entry.
+    """
+    state = task(*args, return_state=True)
+    if state.name == "Cached" and artifacts is not None and store is not None:
+        missing = [uri for uri in artifacts(state.result()) if not store.exists(store.key_from_uri(uri))]
+        if missing:
+            print(f"{task.name}: the cached result names {missing[0]}, which is gone from the store; running it again")
+            state = task.with_options(refresh_cache=True)(*args, return_state=True)
+    reused[task.name] = state.name == "Cached"
+    return stage_result(task, state)
+
+
+@contextlib.contextmanager
+def run_lock(settings: Settings) -> Iterator[None]:
+    """One build (data, training, evaluation) at a time per SENTIFLOW_HOME: a second run waits for the first."""
+    what = f"the run lock of SENTIFLOW_HOME={settings.home} (another sentiflow run is building)"
+    with file_lock(settings.state_dir / "run.lock", what, print):
+        yield
+
+
+def _store(settings: Settings) -> Any:
+    from backends.base import get_store
+
+    return get_store(settings)
+
+
+def _per_class(value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise ConfigError(
+            f"flow parameter max_reviews_per_class={value!r} is invalid: it accepts an integer ≥ 1 (or unset)"
+        )
+    return value
+
+
+# --- the halves, as plain functions of a flow ----------------------------------------------------------------
+
+
 def prepare_data(
-    settings: Settings, source: str | None, sha256: str | None, max_reviews_per_class: int | None
+    settings: Settings, source: str | None, sha256: str | None, max_reviews_per_class: int | None, reused: Reused
 ) -> dict[str, Any]:
     """Wire the data stages; returns what later stages and the summary need."""
-    hits: dict[str, bool] = {}
-    archive = _stage(download_task, settings, source, sha256, cache_hits=hits)
-    dataset = _stage(load_task, settings, archive, cache_hits=hits)
-    validation = _stage(validate_task, settings, dataset, f"{_run_dir(settings)}/validation", cache_hits=hits)
-    channels = _stage(prepare_task, settings, dataset, archive.sha256, max_reviews_per_class, cache_hits=hits)
-    uploaded = _stage(upload_task, settings, channels, cache_hits=hits)
+    backend, store = settings.backend, _store(settings)
+    source = source or settings.data_url
+    sha256 = sha256 or (settings.data_sha256 if source == settings.data_url else None)
+    per_class = _per_class(max_reviews_per_class)
+    archive = run_stage(download_task, source, sha256, backend, reused=reused, store=store, artifacts=_artifacts)
+    dataset = run_stage(
+        load_task, archive.uri, archive.sha256, backend, reused=reused, store=store, artifacts=_artifacts
+    )
+    validation = run_stage(
+        validate_task,
+        dataset.uri,
+        settings.expected_rows_per_split,
+        settings.min_review_chars,
+        settings.max_review_chars,
+        backend,
+        reused=reused,
+        store=store,
+        artifacts=lambda result: [result["report_uri"]],
+    )
+    channels = run_stage(
+        prepare_task,
+        dataset.uri,
+        settings.vocab_size,
+        settings.max_len,
+        settings.validation_fraction,
+        settings.seed,
+        per_class,
+        backend,
+        reused=reused,
+        store=store,
+        artifacts=_artifacts,
+    )
     return {
         "archive": archive.to_dict(),
-        "dataset": dataset,
+        "dataset": dataset.to_dict(),
         "validation": validation,
         "channels": channels.to_dict(),
-        "uploaded": uploaded.to_dict(),
-        "cache_hits": hits,
+        "max_reviews_per_class": per_class,
     }
 
 
-def evaluate_model(
-    settings: Settings, data: dict[str, Any], model_uri: str, job_name: str, max_reviews_per_class: int | None
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Batch transform over the test channel, metrics beside the baseline, and the serving parity check."""
-    test_features = f"{data['uploaded']['channels']['test']}/test_features.csv"
-    transformed = batch_transform_task(settings, model_uri, test_features, f"evaluations/{job_name}/transform")
-    evaluation = evaluate_task(
-        settings,
-        data["channels"]["root"],
-        transformed,
-        _run_dir(settings),
-        model_uri=model_uri,
-        store_key=f"evaluations/{job_name}/evaluation.json",
+def _artifacts(result: Any) -> list[str]:
+    return result.artifacts()
+
+
+def train(settings: Settings, data: dict[str, Any], hyperparameters: dict[str, Any] | None, reused: Reused) -> Any:
+    """The training stage on the data's channels (hyperparameters resolved first, so the cache key is complete)."""
+    resolved = training_hyperparameters(settings, hyperparameters, origin="parameter")
+    channels = data["channels"]["channels"]
+    task = train_model.with_options(timeout_seconds=training_timeout_s(settings.aws_max_runtime_s))
+    return run_stage(
+        task,
+        {"train": channels["train"], "validation": channels["validation"]},
+        resolved,
+        settings.train_instance_count,
+        settings.backend,
+        reused=reused,
+        store=_store(settings),
+        artifacts=lambda result: [result.model_uri],
     )
-    parity = parity_task(settings, model_uri, transformed, data["dataset"], max_reviews_per_class)
-    return evaluation, parity
+
+
+def evaluate_model(
+    settings: Settings, data: dict[str, Any], model_uri: str, name: str, reused: Reused
+) -> tuple[str, dict[str, Any]]:
+    """Batch transform over the test channel, then the metrics beside the baseline; (transform URI, report)."""
+    store, channels = _store(settings), data["channels"]["channels"]
+    transformed = run_stage(
+        batch_transform_task,
+        model_uri,
+        f"{channels['test']}/test_features.csv",
+        f"evaluations/{name}/transform",
+        settings.backend,
+        reused=reused,
+        store=store,
+        artifacts=lambda uri: [output_file_uri(uri)],
+    )
+    evaluation = run_stage(
+        evaluate_task,
+        f"{channels['train']}/train.csv",
+        f"{channels['test']}/test.csv",
+        transformed,
+        model_uri,
+        f"evaluations/{name}",
+        settings.backend,
+        reused=reused,
+        store=store,
+        artifacts=lambda report: [report["uri"]],
+    )
+    return transformed, evaluation
+
+
+def deploy_checked(
+    settings: Settings,
+    data: dict[str, Any],
+    model_uri: str,
+    accuracy: float,
+    transformed: str,
+    reused: Reused,
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Deploy a candidate endpoint, check serving parity through it, promote it only if parity passed (else it is
+    deleted and the old endpoint keeps serving). When the API already serves this model, nothing is deployed.
+
+    Returns (promotion, parity); parity is None when nothing was deployed."""
+    backend = settings.backend
+    with endpoints_lock(settings, print):
+        already = stage_result(serving_endpoint_task, serving_endpoint_task(model_uri, backend, return_state=True))
+        reused["deploy-endpoint"] = already is not None
+        if already is not None:
+            return already.to_dict(), None
+        candidate = stage_result(
+            deploy_endpoint_task, deploy_endpoint_task(model_uri, accuracy, backend, return_state=True)
+        )
+        state = parity_task(
+            candidate.name,
+            data["dataset"]["uri"],
+            transformed,
+            settings.parity_sample,
+            settings.seed,
+            data["max_reviews_per_class"],
+            backend,
+            return_state=True,
+        )
+        if not state.is_completed():
+            delete_endpoint_task(candidate.name, "the parity check did not finish", backend)
+            stage_result(parity_task, state)  # raises the parity stage's own error
+        parity = state.result()
+        promotion = promote_endpoint_task(candidate, parity["passed"], backend)
+        return promotion.to_dict(), parity
+
+
+# --- the flows ------------------------------------------------------------------------------------------------
+
+
+def _settings(**overrides: Any) -> Settings:
+    return get_settings("parameter", **overrides)
 
 
 @flow(name="sentiflow-data", log_prints=True)
@@ -84,10 +254,15 @@ def data_flow(
     sha256: str | None = None,
     backend: str | None = None,
     max_reviews_per_class: int | None = None,
+    vocab_size: int | None = None,
+    max_len: int | None = None,
 ) -> dict[str, Any]:
-    """Download, validate, preprocess and upload the IMDB dataset."""
-    settings = get_settings(backend=backend)
-    return prepare_data(settings, source, sha256, max_reviews_per_class)
+    """Download, validate and preprocess the IMDB dataset into training channels in the artifact store."""
+    settings = _settings(backend=backend, vocab_size=vocab_size, max_len=max_len)
+    reused: Reused = {}
+    with run_lock(settings):
+        data = prepare_data(settings, source, sha256, max_reviews_per_class, reused)
+    return {**data, "reused": reused}
 
 
 @flow(name="sentiflow-train", log_prints=True)
@@ -97,12 +272,16 @@ def train_flow(
     hyperparameters: dict[str, Any] | None = None,
     backend: str | None = None,
     max_reviews_per_class: int | None = None,
+    vocab_size: int | None = None,
+    max_len: int | None = None,
 ) -> dict[str, Any]:
     """The data stages, then training; returns the data summary and the training job."""
-    settings = get_settings(backend=backend)
-    data = prepare_data(settings, source, sha256, max_reviews_per_class)
-    training = train_model(settings, data["uploaded"]["channels"], hyperparameters)
-    return {"data": data, "training": training.to_dict()}
+    settings = _settings(backend=backend, vocab_size=vocab_size, max_len=max_len)
+    reused: Reused = {}
+    with run_lock(settings):
+        data = prepare_data(settings, source, sha256, max_reviews_per_class, reused)
+        training = train(settings, data, hyperparameters, reused)
+    return {"data": data, "training": training.to_dict(), "reused": reused}
 
 
 @flow(name="sentiflow-pipeline", log_prints=True)
@@ -111,6 +290,8 @@ def pipeline(
     sha256: str | None = None,
     backend: str | None = None,
     epochs: int | None = None,
+    vocab_size: int | None = None,
+    max_len: int | None = None,
     min_accuracy: float | None = None,
     max_regression: float | None = None,
     parity_sample: int | None = None,
@@ -119,34 +300,36 @@ def pipeline(
     max_reviews_per_class: int | None = None,
     hyperparameters: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and — if it passes the quality gate and the parity check — deploy the model behind the API."""
-    settings = get_settings(
+    """Train and evaluate; if the model passes the quality gate, deploy it to a candidate endpoint, check serving
+    parity through that endpoint, and only then point the API at it."""
+    settings = _settings(
         backend=backend,
         epochs=epochs,
+        vocab_size=vocab_size,
+        max_len=max_len,
         min_accuracy=min_accuracy,
         max_regression=max_regression,
         parity_sample=parity_sample,
     )
-    data = prepare_data(settings, source, sha256, max_reviews_per_class)
-    training = train_model(settings, data["uploaded"]["channels"], hyperparameters)
-    evaluation, parity = evaluate_model(settings, data, training.model_uri, training.job_name, max_reviews_per_class)
-    deployed = deployed_model_task(settings)
+    reused: Reused = {}
+    with run_lock(settings):
+        data = prepare_data(settings, source, sha256, max_reviews_per_class, reused)
+        training = train(settings, data, hyperparameters, reused)
+        transformed, evaluation = evaluate_model(settings, data, training.model_uri, training.job_name, reused)
+    deployed = deployed_model_task(settings.backend)
     accuracy = evaluation["model"]["accuracy"]
     decision = gate_task(
-        accuracy,
-        deployed["accuracy"] if deployed else None,
-        settings.min_accuracy,
-        settings.max_regression,
-        parity["passed"],
+        accuracy, deployed["accuracy"] if deployed else None, settings.min_accuracy, settings.max_regression
     )
     summary: dict[str, Any] = {
         "backend": settings.backend,
         "data": data,
         "training": training.to_dict(),
         "evaluation": evaluation,
-        "parity": parity,
         "gate": decision,
+        "parity": None,
         "promoted": False,
+        "reused": reused,
     }
     if not decision["promote"]:
         print(f"not promoted: {decision['reason']}")
@@ -159,9 +342,10 @@ def pipeline(
             summary["gate"] = {"promote": False, "reason": "rejected by the reviewer"}
             print("not promoted: rejected by the reviewer")
             return summary
-    candidate = deploy_endpoint_task(settings, training.model_uri, accuracy)
-    promotion = promote_endpoint_task(settings, candidate, parity["passed"])
-    summary.update(promoted=True, promotion=promotion.to_dict())
+    promotion, parity = deploy_checked(settings, data, training.model_uri, accuracy, transformed, reused)
+    summary.update(promoted=True, promotion=promotion, parity=parity)
     if teardown_after:
-        summary["teardown"] = delete_endpoint_task(settings, promotion.endpoint.name, reason="teardown-after").to_dict()
+        with endpoints_lock(settings, print):
+            deletion = delete_endpoint_task(promotion["endpoint"]["name"], "teardown-after", settings.backend)
+        summary["teardown"] = deletion.to_dict()
     return summary

@@ -25,7 +25,6 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from functools import cache
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -65,27 +64,14 @@ def review_to_words(review: str) -> list[str]:
     return [_stem(word) for word in text.split() if word not in _STOPWORDS]
 
 
-def _words_chunk(reviews: Sequence[str]) -> list[list[str]]:
+def reviews_to_words(reviews: Sequence[str]) -> list[list[str]]:
+    """``review_to_words`` over many reviews, in this process and in order.
+
+    One process on purpose: a pool forked from a process that runs threads (Prefect's flow engine does) can
+    inherit a held lock and hang, and a spawned pool re-imports the parent's main module in every worker; at
+    about 6,600 reviews/s per core the whole dataset takes seconds, once per change of the data.
+    """
     return [review_to_words(review) for review in reviews]
-
-
-def default_workers() -> int:
-    """One worker per usable core."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def reviews_to_words(reviews: Sequence[str], workers: int = 0, chunk_size: int = 500) -> list[list[str]]:
-    """``review_to_words`` over many reviews, on ``workers`` processes (0 = one per core), order kept."""
-    workers = workers or default_workers()
-    if workers == 1 or len(reviews) < 2 * chunk_size:
-        return _words_chunk(reviews)
-    chunks = [reviews[i : i + chunk_size] for i in range(0, len(reviews), chunk_size)]
-    with get_context("fork").Pool(workers) as pool:
-        parts = pool.map(_words_chunk, chunks, chunksize=1)
-    return [words for part in parts for words in part]
 
 
 # --- vocabulary and encoding ----------------------------------------------------------------------

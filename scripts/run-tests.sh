@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command (`make test`) runs this: it makes sure Debian's Chromium is there for the browser
 # tests (installing it when it runs as root with apt-get, else saying loudly that those tests will be skipped),
-# starts a Prefect server (with its UI) on 127.0.0.1 for the whole session, runs pytest, and stops the server on
-# exit. The other services start inside the test session: a moto server on 127.0.0.1 standing in for AWS
+# starts a Prefect server (with its UI) on 127.0.0.1 for the whole session the way sentiflow starts its own
+# (`sentiflow prefect server`: Prefect's `prefect server start --background`, its log in a file), runs pytest, and
+# stops the server on exit (`sentiflow prefect down`). The other services start inside the test session: a moto server on 127.0.0.1 standing in for AWS
 # (in-process, so the tests can play SageMaker's jobs), Prefect workers, endpoint and API servers, the browser.
 # Only tests marked e2e talk to the Prefect server (they request the `prefect_api` fixture); unit tests get no
 # Prefect API at all. Bare `pytest` works too: the fixtures then start their own Prefect server when needed.
@@ -43,7 +44,8 @@ work=$(mktemp -d -t sentiflow-tests.XXXXXX)
 free_port() { python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 prefect_port=$(free_port)
-export PREFECT_HOME="$work/prefect"
+server_home="$work/server-home"  # the session server's SENTIFLOW_HOME: its PREFECT_HOME is $server_home/prefect
+export PREFECT_HOME="$server_home/prefect"
 export PREFECT_SERVER_API_HOST=127.0.0.1
 export PREFECT_SERVER_API_PORT="$prefect_port"
 export PREFECT_API_URL="http://127.0.0.1:$prefect_port/api"
@@ -54,39 +56,25 @@ export DO_NOT_TRACK=1
 export GX_ANALYTICS_ENABLED=false
 export SENTIFLOW_TEST_PREFECT_API_URL="$PREFECT_API_URL"
 
-server_pid=""
-stop_server() {
-  [ -n "$server_pid" ] || return 0
-  kill -TERM "$server_pid" 2>/dev/null || return 0
-  for _ in $(seq 1 60); do
-    kill -0 "$server_pid" 2>/dev/null || return 0
-    sleep 0.5
-  done
-  kill -KILL "$server_pid" 2>/dev/null || true
-}
-
+server_log="$server_home/prefect/server.log"
 cleanup() {
   status=$?
-  if [ "$status" -ne 0 ] && [ -f "$work/prefect-server.log" ]; then
+  if [ "$status" -ne 0 ] && [ -f "$server_log" ]; then
     echo "--- tests failed; the last lines of the Prefect server's log ($PREFECT_API_URL):" >&2
-    tail -40 "$work/prefect-server.log" >&2
+    tail -40 "$server_log" >&2
   fi
-  stop_server
+  SENTIFLOW_HOME="$server_home" sentiflow prefect down >/dev/null 2>&1 || true
   rm -rf "$work"
   warn_browser
   exit $status
 }
 trap cleanup EXIT
 
-# Not `prefect server start --background`: that server keeps its stdout/stderr on pipes nobody reads once the
-# starting command exits, so the first error it logs (a 500 under load) kills it mid-session. In the foreground
-# as a job of this script its output goes to the log file, and SIGTERM stops it.
+# A background server's stdout/stderr are pipes nobody reads once `prefect server start --background` exits (the
+# first line written there would kill it): `sentiflow prefect server` points all of its logging at $server_log.
 echo "starting a Prefect server on $PREFECT_API_URL"
-prefect server start >"$work/prefect-server.log" 2>&1 &
-server_pid=$!
-if ! prefect server status --wait --timeout 90 >/dev/null; then
-  echo "Prefect server did not become healthy; its log:" >&2
-  tail -50 "$work/prefect-server.log" >&2
+if ! SENTIFLOW_HOME="$server_home" sentiflow prefect server --port "$prefect_port" --timeout 180 >/dev/null; then
+  echo "the Prefect server did not start (see the error above)" >&2
   exit 1
 fi
 

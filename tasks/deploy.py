@@ -1,11 +1,14 @@
 """The endpoint deployment stage: blue/green deploys, promotion, endpoint deletion and rollback.
 
-Blue/green, as the pipeline wires it::
+Blue/green, as the pipeline wires it (all under the endpoints lock, :func:`endpoints_lock`)::
 
-    candidate = deploy_endpoint_task(settings, model_uri, accuracy)      # a NEW endpoint, InService (healthy)
-    parity_ok = parity["passed"]                                         # tasks/parity.py, before the gate
-    promote_endpoint_task(settings, candidate, parity_ok)                 # API → candidate, old ones drained
+    already = serving_endpoint_task(model_uri, backend)                   # the API serves this model: done
+    candidate = deploy_endpoint_task(model_uri, accuracy, backend)        # a NEW endpoint, InService (healthy)
+    parity = parity_task(candidate.name, …)                               # tasks/parity.py, through it
+    promote_endpoint_task(candidate, parity["passed"], backend)           # API → candidate, old ones drained
 
+* Deploying is idempotent: when the API already serves an InService endpoint of the same model artifact, no new
+  endpoint is started (a rerun with nothing changed changes nothing).
 * Endpoint names carry the model version: ``sentiflow-v{version}-{shortid}``; every deployed model artifact
   gets a version in the registry's ``models`` table (the same artifact keeps its version).
 * Promotion points the API at the candidate first, stamps the version promoted, waits ``drain_grace_s`` so
@@ -24,20 +27,22 @@ Plain functions do the work (the CLI calls them directly); the ``*_task`` wrappe
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
-from prefect.logging import get_run_logger
+from prefect.cache_policies import NO_CACHE
 
 from backends.base import ApiInfo, EndpointInfo, LogLine, get_backend
 from backends.local.registry import Registry
 from core.errors import SentiflowError
 from core.events import DELETED_EVENT, DEPLOYED_EVENT, emit_endpoint_event
-from tasks.policies import NO_RETRIES
+from core.io import file_lock
+from tasks.policies import once_stage
 
 if TYPE_CHECKING:
     from backends.base import Backend
@@ -65,6 +70,7 @@ class Promotion:
     replaced: tuple[str, ...] = ()  # old endpoints drained and deleted
     left_running: tuple[str, ...] = ()  # old endpoints that could not be deleted (see the log)
     rolled_back_from: int | None = None
+    reused: bool = False  # the API already served this model: nothing was deployed
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +91,26 @@ class Deletion:
 
 def _backend(settings: Settings, backend: Backend | None) -> Backend:
     return backend if backend is not None else get_backend(settings)
+
+
+@contextlib.contextmanager
+def endpoints_lock(settings: Settings, log: LogLine) -> Iterator[None]:
+    """One process at a time changes this SENTIFLOW_HOME's endpoints and API target (deploy → parity → promote,
+    delete, rollback, teardown); a second one waits, saying for whom. Released by the kernel even on kill -9."""
+    with file_lock(settings.state_dir / "endpoints.lock", "the endpoints of this SENTIFLOW_HOME", log):
+        yield
+
+
+def serving(settings: Settings, model_uri: str, backend: Backend | None = None) -> Promotion | None:
+    """What the API serves when it already serves ``model_uri`` from an InService endpoint, else None."""
+    backend = _backend(settings, backend)
+    api = backend.api.current()
+    if api is None or not api.endpoint_name:
+        return None
+    endpoint = backend.endpoints.get(api.endpoint_name)
+    if endpoint is None or endpoint.status != "InService" or endpoint.model_uri != model_uri:
+        return None
+    return Promotion(endpoint=endpoint, version=endpoint.version, api=api, reused=True)
 
 
 # --- the stage, as plain functions -------------------------------------------------------------------------
@@ -276,30 +302,47 @@ def rollback(
 
 
 def _task_log() -> LogLine:
+    from prefect.logging import get_run_logger
+
     logger = get_run_logger()
     return lambda line: logger.info("%s", line)
 
 
-@task(name="deploy-endpoint", timeout_seconds=1800, **NO_RETRIES)
-def deploy_endpoint_task(settings: Settings, model_uri: str, accuracy: float | None = None) -> EndpointInfo:
-    """Deploy the model to a new endpoint and wait until it is healthy (the API is not changed yet)."""
-    return deploy_candidate(settings, model_uri, _task_log(), accuracy)
+def _settings(backend: str) -> Settings:
+    from core.config import get_settings
+
+    return get_settings("parameter", backend=backend)
 
 
-@task(name="promote-endpoint", timeout_seconds=900, **NO_RETRIES)
-def promote_endpoint_task(settings: Settings, candidate: EndpointInfo, parity_ok: bool) -> Promotion:
-    """Point the API at the candidate, then drain and delete the old endpoint(s); bad parity discards it."""
-    return promote_candidate(settings, candidate, parity_ok, _task_log())
-
-
-@task(name="delete-endpoint", timeout_seconds=600, **NO_RETRIES)
-def delete_endpoint_task(settings: Settings, name: str, reason: str = "deleted") -> Deletion:
-    """Delete one endpoint (clearing the API first if it points there)."""
-    return delete_endpoint(settings, name, _task_log(), reason=reason)
-
-
-@task(name="deployed-model", **NO_RETRIES)
-def deployed_model_task(settings: Settings) -> dict[str, Any] | None:
+@task(**once_stage("deployed-model"), cache_policy=NO_CACHE)
+def deployed_model_task(backend: str) -> dict[str, Any] | None:
     """The model version currently promoted (what the quality gate compares against), or None."""
-    current = Registry.for_settings(settings).current_model()
+    current = Registry.for_settings(_settings(backend)).current_model()
     return None if current is None else asdict(current)
+
+
+@task(**once_stage("serving-endpoint"), cache_policy=NO_CACHE)
+def serving_endpoint_task(model_uri: str, backend: str) -> Promotion | None:
+    """The promotion that already serves ``model_uri`` behind the API (a rerun deploys nothing), or None."""
+    found = serving(_settings(backend), model_uri)
+    if found is not None:
+        _task_log()(f"the API already serves {model_uri} on {found.endpoint.name}: nothing to deploy")
+    return found
+
+
+@task(**once_stage("deploy-endpoint"), cache_policy=NO_CACHE)
+def deploy_endpoint_task(model_uri: str, accuracy: float | None, backend: str) -> EndpointInfo:
+    """Deploy the model to a new endpoint and wait until it is healthy (the API is not changed yet)."""
+    return deploy_candidate(_settings(backend), model_uri, _task_log(), accuracy)
+
+
+@task(**once_stage("promote-endpoint"), cache_policy=NO_CACHE)
+def promote_endpoint_task(candidate: EndpointInfo, parity_ok: bool, backend: str) -> Promotion:
+    """Point the API at the candidate, then drain and delete the old endpoint(s); bad parity discards it."""
+    return promote_candidate(_settings(backend), candidate, parity_ok, _task_log())
+
+
+@task(**once_stage("delete-endpoint"), cache_policy=NO_CACHE)
+def delete_endpoint_task(name: str, reason: str, backend: str) -> Deletion:
+    """Delete one endpoint (clearing the API first if it points there)."""
+    return delete_endpoint(_settings(backend), name, _task_log(), reason=reason)

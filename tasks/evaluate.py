@@ -1,28 +1,31 @@
 """The evaluation stage: metrics of the batch-transform output against the test labels, beside the TF-IDF
-baseline trained on the same tokens, written as ``evaluation.json`` + plots and published as Prefect artifacts.
+baseline trained on the same tokens, published to the store as ``evaluation.json`` + plots and as Prefect
+artifacts.
 
-The report itself is built by ``evaluation.report``; this module reads the stage inputs and publishes.
+The report itself is built by ``evaluation.report``; this module reads the stage inputs from the artifact store
+and publishes.
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from prefect import get_run_logger, task
+from prefect import task
 
-from backends.base import get_store
-from core.config import Settings
 from core.errors import SentiflowError
-from evaluation.baseline import rows_to_tokens, tfidf_baseline
-from evaluation.report import EVALUATION_FILE, report_markdown, table_rows, write_report
-from tasks.policies import LOCAL_RETRIES, STAGE_OPTIONS
-from tasks.transform import load_transform_scores
+from tasks.policies import local_stage, stage_cache
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from backends.base import ArtifactStore
 
 
 def read_int_csv(path: Path) -> np.ndarray:
     """A headerless integer CSV (a channel file) as a 2-D int64 array."""
+    import numpy as np
     import pandas as pd
 
     try:
@@ -32,43 +35,58 @@ def read_int_csv(path: Path) -> np.ndarray:
         raise SentiflowError(message) from None
 
 
-@task(name="evaluate", **STAGE_OPTIONS, **LOCAL_RETRIES)
-def evaluate_task(
-    settings: Settings,
-    channels_root: str,
-    transform_output_uri: str,
-    run_dir: str,
-    model_uri: str | None = None,
-    store_key: str | None = None,
-) -> dict[str, Any]:
-    """Metrics of the transform output vs the test labels, beside the TF-IDF baseline; report + artifacts.
+def read_channel_csv(store: ArtifactStore, uri: str) -> np.ndarray:
+    """A channel CSV in the store as a 2-D int64 array."""
+    with store.local_file(store.key_from_uri(uri)) as path:
+        return read_int_csv(path)
 
-    ``channels_root`` is the local channel set (``train/train.csv``, ``test/test.csv``); the baseline is
-    trained on the same id tokens the network sees. ``store_key``: where ``evaluation.json`` also goes in the
-    artifact store.
-    """
-    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    logger = get_run_logger()
-    store = get_store(settings)
-    train = read_int_csv(Path(channels_root) / "train" / "train.csv")
-    test = read_int_csv(Path(channels_root) / "test" / "test.csv")
+def evaluate(
+    store: ArtifactStore, train_csv_uri: str, test_csv_uri: str, transform_output_uri: str, folder: Path, **context: Any
+) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """Build the report into ``folder``: the transform's scores vs the test labels, and the TF-IDF baseline
+    trained on the same id tokens the network sees."""
+    from evaluation.baseline import rows_to_tokens, tfidf_baseline
+    from evaluation.report import write_report
+    from tasks.transform import load_transform_scores
+
+    train = read_channel_csv(store, train_csv_uri)
+    test = read_channel_csv(store, test_csv_uri)
     _, scores = load_transform_scores(store, transform_output_uri)
     baseline = tfidf_baseline(rows_to_tokens(train[:, 1:]), train[:, 0], rows_to_tokens(test[:, 1:]), test[:, 0])
-    report, images = write_report(
-        test[:, 0],
-        scores,
-        Path(run_dir),
-        baseline,
-        model_uri=model_uri,
-        transform_output_uri=transform_output_uri,
-    )
-    if store_key is not None:
-        report["uri"], _ = store.put_file(Path(run_dir) / EVALUATION_FILE, store_key)
+    return write_report(test[:, 0], scores, folder, baseline, transform_output_uri=transform_output_uri, **context)
+
+
+@task(**local_stage("evaluate"), **stage_cache("tasks.evaluate", "evaluation"))
+def evaluate_task(
+    train_csv_uri: str,
+    test_csv_uri: str,
+    transform_output_uri: str,
+    model_uri: str,
+    report_prefix: str,
+    backend: str,
+) -> dict[str, Any]:
+    """Metrics of the transform output vs the test labels, beside the TF-IDF baseline; the report (with its plots)
+    goes to ``report_prefix/`` in the store, and to the run's artifacts. Returns the report (``uri``: where)."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_store
+    from core.config import get_settings
+    from evaluation.report import EVALUATION_FILE, report_markdown, table_rows
+
+    store = get_store(get_settings("parameter", backend=backend))
+    with tempfile.TemporaryDirectory(prefix="sentiflow-evaluate-") as scratch:
+        report, images = evaluate(
+            store, train_csv_uri, test_csv_uri, transform_output_uri, Path(scratch), model_uri=model_uri
+        )
+        for path in sorted(Path(scratch).iterdir()):
+            store.put_file(path, f"{report_prefix.strip('/')}/{path.name}")
+    report["uri"] = store.uri(f"{report_prefix.strip('/')}/{EVALUATION_FILE}")
     model, base = report["model"], report["baseline"]
-    logger.info(
-        "LSTM accuracy %.4f (F1 %.4f, AUC %.4f) vs TF-IDF baseline %.4f",
-        model["accuracy"], model["f1"], model["roc_auc"], base["accuracy"],
+    get_run_logger().info(
+        "LSTM accuracy %.4f (F1 %.4f, AUC %.4f) vs TF-IDF baseline %.4f → %s",
+        model["accuracy"], model["f1"], model["roc_auc"], base["accuracy"], report["uri"],
     )  # fmt: skip
     create_table_artifact(table_rows(report), key="evaluation-metrics", description="LSTM vs TF-IDF baseline")
     create_markdown_artifact(report_markdown(report, images), key="evaluation-report", description="Batch evaluation")

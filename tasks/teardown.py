@@ -19,12 +19,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from prefect import task
-from prefect.logging import get_run_logger
+from prefect.cache_policies import NO_CACHE
 
 from backends.base import LogLine, TeardownDecision, get_backend
 from core.events import endpoint_from_resource
 from tasks.deploy import delete_endpoint
-from tasks.policies import NO_RETRIES
+from tasks.policies import local_stage, once_stage
 
 if TYPE_CHECKING:
     from backends.base import Backend
@@ -272,34 +272,42 @@ def publish_report(report: TeardownReport) -> None:
 
 
 def _task_log() -> LogLine:
+    from prefect.logging import get_run_logger
+
     logger = get_run_logger()
     return lambda line: logger.info("%s", line)
 
 
-@task(name="find-idle-endpoints", timeout_seconds=300, retries=1, retry_delay_seconds=5)
+def _settings(backend: str) -> Settings:
+    from core.config import get_settings
+
+    return get_settings("parameter", backend=backend)
+
+
+@task(**local_stage("find-idle-endpoints"), cache_policy=NO_CACHE)
 def find_candidates_task(
-    settings: Settings, idle_minutes: float | None, max_age_hours: float | None, endpoint: str | None
+    idle_minutes: float | None, max_age_hours: float | None, endpoint: str | None, backend: str
 ) -> list[TeardownDecision]:
     """Endpoints idle for ``idle_minutes`` or older than ``max_age_hours`` (optionally one endpoint)."""
-    decisions = find_candidates(settings, idle_minutes, max_age_hours, endpoint)
-    get_run_logger().info("teardown: %d candidate endpoint(s)", len(decisions))
+    decisions = find_candidates(_settings(backend), idle_minutes, max_age_hours, endpoint)
+    _task_log()(f"teardown: {len(decisions)} candidate endpoint(s)")
     return decisions
 
 
-@task(name="delete-idle-endpoints", timeout_seconds=1800, **NO_RETRIES)
+@task(**once_stage("delete-idle-endpoints"), cache_policy=NO_CACHE)
 def teardown_task(
-    settings: Settings,
     decisions: list[TeardownDecision],
     dry_run: bool,
     idle_minutes: float | None,
     max_age_hours: float | None,
     endpoint: str | None,
+    backend: str,
 ) -> TeardownReport:
     """Delete the chosen endpoints (nothing in a dry run), clearing the API if its endpoint goes."""
-    return teardown(settings, decisions, dry_run, _task_log(), idle_minutes, max_age_hours, endpoint)
+    return teardown(_settings(backend), decisions, dry_run, _task_log(), idle_minutes, max_age_hours, endpoint)
 
 
-@task(name="publish-teardown-report", timeout_seconds=120, retries=2, retry_delay_seconds=2)
+@task(**local_stage("publish-teardown-report"), cache_policy=NO_CACHE)
 def publish_report_task(report: TeardownReport) -> None:
     """Attach the teardown report to the flow run (table + markdown artifacts)."""
     publish_report(report)

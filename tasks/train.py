@@ -1,9 +1,10 @@
-"""The training stage: run the backend's trainer, reuse a finished job, publish loss/accuracy plots.
+"""The training stage: run the backend's trainer on the channels in the store, publish loss/accuracy plots.
 
-A job's name is a hash of the channel contents, the training code and the hyperparameters, so a rerun on the
-same inputs finds ``{output_prefix}/model.tar.gz`` and ``job.json`` in the artifact store and reuses them
-instead of training again. The logic lives in plain functions (testable without Prefect); ``train_model`` is
-the thin Prefect task around them.
+A job's name is a hash of the channel URIs (content-addressed, see ``tasks.data.prepare``), the training code and
+the hyperparameters: SageMaker needs a unique name, and a retried job of the same name resumes from its
+checkpoints. Reruns are Prefect's cache — the stage is keyed on its inputs, its source and the ``model`` package
+(``tasks.policies``) — so nothing here looks for earlier jobs. The logic lives in plain functions (testable
+without Prefect); ``train_model`` is the thin Prefect task around them.
 """
 
 from __future__ import annotations
@@ -12,18 +13,16 @@ import base64
 import hashlib
 import io
 import json
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prefect import task
 
-from backends.base import ArtifactStore, Trainer, TrainingResult, TrainingSpec, get_backend
+from backends.base import Trainer, TrainingResult, TrainingSpec
 from core.config import Settings
 from core.errors import ConfigError
-from core.io import local_path, read_json, sha256_file
-from tasks.policies import STAGE_OPTIONS, TRAINING_RETRIES
+from core.io import sha256_file
+from tasks.policies import stage_cache, training_stage
 
 # Settings that are training hyperparameters (SageMaker flag names with underscores).
 SETTINGS_HYPERPARAMETERS = (
@@ -39,33 +38,23 @@ SETTINGS_HYPERPARAMETERS = (
 JOB_PREFIX = "sentiflow-train-"
 
 
-def training_hyperparameters(settings: Settings, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The job's hyperparameters: training settings with ``overrides`` on top, validated before any work."""
+def training_hyperparameters(
+    settings: Settings, overrides: dict[str, Any] | None = None, origin: str = "flag"
+) -> dict[str, Any]:
+    """The job's hyperparameters: training settings with ``overrides`` on top, validated before any work.
+
+    ``origin`` names the overrides in errors (``"flag"``: ``--epochs``, ``"parameter"``: flow parameter)."""
     from model.train import TrainingError, parse_hyperparameters
 
     overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
     known = {key: overrides.pop(key) for key in list(overrides) if key in SETTINGS_HYPERPARAMETERS}
-    try:
-        merged = settings.with_overrides(**known)
-    except ValueError as error:
-        raise ConfigError(f"bad training hyperparameters {known}: {error}") from error
+    merged = settings.with_overrides(origin, **known)
     hyperparameters = {key: getattr(merged, key) for key in SETTINGS_HYPERPARAMETERS} | overrides
     try:
         parse_hyperparameters([f"--{key.replace('_', '-')}={value}" for key, value in hyperparameters.items()])
     except TrainingError as error:
         raise ConfigError(f"training {error} (from settings and overrides {hyperparameters})") from error
     return hyperparameters
-
-
-def channel_fingerprint(uri: str) -> str:
-    """Content hash of a local channel folder (names + sha256 of files); other URIs stand for themselves."""
-    folder = local_path(uri)
-    if folder is None or not folder.is_dir():
-        return uri
-    digest = hashlib.sha256()
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        digest.update(f"{path.relative_to(folder).as_posix()}\0{sha256_file(path)}\n".encode())
-    return digest.hexdigest()
 
 
 def training_code_hash(package_dir: Path | None = None) -> str:
@@ -82,7 +71,7 @@ def job_name_for(channel_uris: dict[str, str], hyperparameters: dict[str, Any], 
     """Deterministic job name (≤ 63 chars, SageMaker-valid) for these channels, code and hyperparameters."""
     payload = json.dumps(
         {
-            "channels": {name: channel_fingerprint(uri) for name, uri in sorted(channel_uris.items())},
+            "channels": dict(sorted(channel_uris.items())),
             "code": code_hash,
             "hyperparameters": hyperparameters,
         },
@@ -96,46 +85,20 @@ def output_prefix_for(job_name: str) -> str:
     return f"training/{job_name}"
 
 
-def find_finished(store: ArtifactStore, output_prefix: str) -> TrainingResult | None:
-    """The recorded result of a finished job under ``output_prefix``, or None."""
-    if not (store.exists(f"{output_prefix}/model.tar.gz") and store.exists(f"{output_prefix}/job.json")):
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        record = read_json(store.get_file(f"{output_prefix}/job.json", Path(tmp) / "job.json"))
-    return TrainingResult(
-        job_name=record["job_name"],
-        model_uri=store.uri(f"{output_prefix}/model.tar.gz"),
-        metrics=record["metrics"],
-        hyperparameters=record["hyperparameters"],
-        duration_s=record["duration_s"],
-    )
-
-
-def run_training_stage(
-    trainer: Trainer,
-    store: ArtifactStore,
-    channel_uris: dict[str, str],
-    hyperparameters: dict[str, Any],
-    log: Callable[[str], None],
-) -> tuple[TrainingResult, bool]:
-    """Train (or reuse the finished identical job); returns ``(result, reused)``."""
+def train(trainer: Trainer, channel_uris: dict[str, str], hyperparameters: dict[str, Any], log: Any) -> TrainingResult:
+    """Run one training job on ``channel_uris`` (store URIs of the train and validation channel folders)."""
     missing = {"train", "validation"} - set(channel_uris)
     if missing:
         raise ConfigError(f"training needs the channels {sorted(missing)}; got {sorted(channel_uris)}")
     job_name = job_name_for(channel_uris, hyperparameters, training_code_hash())
-    prefix = output_prefix_for(job_name)
-    finished = find_finished(store, prefix)
-    if finished is not None:
-        log(f"reusing finished training job {job_name} (same data, code and hyperparameters): {finished.model_uri}")
-        return finished, True
     spec = TrainingSpec(
         job_name=job_name,
         hyperparameters=hyperparameters,
         channels={name: channel_uris[name] for name in ("train", "validation")},
-        output_prefix=prefix,
+        output_prefix=output_prefix_for(job_name),
         tags={"project": "sentiflow"},
     )
-    return trainer.train(spec, log), False
+    return trainer.train(spec, log)
 
 
 # --- reporting -----------------------------------------------------------------------------------
@@ -166,11 +129,11 @@ def plot_history(history: list[dict[str, float]]) -> bytes:
     return buffer.getvalue()
 
 
-def training_report(result: TrainingResult, reused: bool, png: bytes) -> str:
+def training_report(result: TrainingResult, png: bytes) -> str:
     """Markdown for the Prefect artifact: summary line and the plot as a data URI."""
     metrics = result.metrics
     image = base64.b64encode(png).decode("ascii")
-    state = "reused from an earlier run" if reused else f"trained in {result.duration_s:.0f} s"
+    state = f"trained in {result.duration_s:.0f} s"
     return (
         f"### Training job `{result.job_name}`\n\n"
         f"{state}; best epoch {metrics['best_epoch']} of {metrics['epochs_run']}: "
@@ -187,22 +150,28 @@ def epoch_table(history: list[dict[str, float]]) -> list[dict[str, float]]:
     ]
 
 
-@task(name="train-model", **STAGE_OPTIONS, **TRAINING_RETRIES)
+@task(**training_stage("train-model"), **stage_cache("tasks.train", "model"))
 def train_model(
-    settings: Settings, channel_uris: dict[str, str], hyperparameters: dict[str, Any] | None = None
+    channel_uris: dict[str, str], hyperparameters: dict[str, Any], instance_count: int, backend: str
 ) -> TrainingResult:
-    """Train the model on the backend (or reuse the identical finished job) and publish its curves."""
+    """Train the model on the backend and publish its curves.
+
+    ``hyperparameters`` is the complete, resolved set (``training_hyperparameters``) and ``instance_count`` the
+    number of training instances (DDP ranks), so the cache key holds everything that decides the model."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.logging import get_run_logger
 
+    from backends.base import get_backend
+    from core.config import get_settings
+
     logger = get_run_logger()
-    resolved = training_hyperparameters(settings, hyperparameters)
-    backend = get_backend(settings)
-    result, reused = run_training_stage(backend.trainer, backend.store, channel_uris, resolved, logger.info)
+    settings = get_settings("parameter", backend=backend, train_instance_count=instance_count)
+    resolved = training_hyperparameters(settings, hyperparameters, origin="parameter")
+    result = train(get_backend(settings).trainer, channel_uris, resolved, logger.info)
     history = result.metrics["history"]
     create_markdown_artifact(
         key="training-curves",
-        markdown=training_report(result, reused, plot_history(history)),
+        markdown=training_report(result, plot_history(history)),
         description=f"Loss and validation accuracy of {result.job_name}",
     )
     create_table_artifact(key="training-epochs", table=epoch_table(history), description=result.job_name)

@@ -7,36 +7,47 @@ serving-parity stages.
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from prefect import get_run_logger, task
+from prefect import task
 
-from backends.base import ArtifactStore, get_backend
-from core.config import Settings
 from core.errors import SentiflowError
-from model.inference import parse_csv_output
-from tasks.policies import NETWORK_RETRIES, STAGE_OPTIONS
+from tasks.policies import network_stage, stage_cache
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from backends.base import ArtifactStore
 
 TRANSFORM_INPUT = "test_features.csv"
 
 
+def output_file_uri(output_uri: str, input_name: str = TRANSFORM_INPUT) -> str:
+    """The ``.out`` file the transform writes for ``input_name`` under ``output_uri``."""
+    return f"{output_uri.rstrip('/')}/{input_name}.out"
+
+
 def load_transform_scores(
-    store: ArtifactStore, output_uri: str, input_name: str = TRANSFORM_INPUT, scratch: Path | None = None
+    store: ArtifactStore, output_uri: str, input_name: str = TRANSFORM_INPUT
 ) -> tuple[list[str], np.ndarray]:
     """(labels, scores) of ``<output_uri>/<input_name>.out`` as written by the batch transform."""
-    key = f"{store.key_from_uri(output_uri).rstrip('/')}/{input_name}.out"
+    from model.inference import parse_csv_output
+
+    key = store.key_from_uri(output_file_uri(output_uri, input_name))
     if not store.exists(key):
         message = f"batch transform output {store.uri(key)} does not exist; re-run the transform stage"
         raise SentiflowError(message)
-    with tempfile.TemporaryDirectory(dir=scratch) as tmp:
-        path = store.get_file(key, Path(tmp) / f"{input_name}.out")
+    with store.local_file(key) as path:
         return parse_csv_output(path.read_text(encoding="utf-8"))
 
 
-@task(name="batch-transform", **STAGE_OPTIONS, **NETWORK_RETRIES)
-def batch_transform_task(settings: Settings, model_uri: str, input_uri: str, output_prefix: str) -> str:
+@task(**network_stage("batch-transform"), **stage_cache("tasks.transform", "model"))
+def batch_transform_task(model_uri: str, input_uri: str, output_prefix: str, backend: str) -> str:
     """Run the backend's batch transform over the test features; returns the output prefix URI."""
-    logger = get_run_logger()
-    return get_backend(settings).transformer.transform(model_uri, input_uri, output_prefix, logger.info)
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_backend
+    from core.config import get_settings
+
+    transformer = get_backend(get_settings("parameter", backend=backend)).transformer
+    return transformer.transform(model_uri, input_uri, output_prefix, get_run_logger().info)

@@ -9,8 +9,10 @@ block still apply, because the client comes from :class:`~backends.aws.clients.A
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,24 @@ class S3ArtifactStore:
         finally:
             Path(tmp_name).unlink(missing_ok=True)
         return path
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        """A temporary download of the object, removed after the block."""
+        with tempfile.TemporaryDirectory(prefix="sentiflow-s3-") as tmp:
+            yield self.get_file(key, Path(tmp) / (Path(key).name or "object"))
+
+    @contextlib.contextmanager
+    def publish_dir(self, prefix: str) -> Iterator[Path]:
+        """Upload the folder's files under ``prefix/`` once the block succeeds (unchanged objects are skipped).
+
+        S3 has no atomic multi-object write: an interrupted upload can leave some objects, but no stage result
+        points at them (Prefect records a result only after its task completed) and a rerun completes them."""
+        with tempfile.TemporaryDirectory(prefix="sentiflow-publish-") as tmp:
+            folder = Path(tmp)
+            yield folder
+            for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+                self.put_file(path, f"{prefix.strip('/')}/{path.relative_to(folder).as_posix()}")
 
     def list_keys(self, prefix: str) -> list[str]:
         """Store keys under ``prefix`` (sorted)."""

@@ -6,12 +6,14 @@ object with the same content is already there.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 from core.errors import SentiflowError
-from core.io import atomic_path, local_path, sha256_file
+from core.io import atomic_dir, atomic_path, local_path, remove_temporary_siblings, sha256_file
 
 
 class LocalArtifactStore:
@@ -61,6 +63,25 @@ class LocalArtifactStore:
         with atomic_path(path) as tmp:
             shutil.copyfile(source, tmp)
         return path
+
+    @contextlib.contextmanager
+    def local_file(self, key: str) -> Iterator[Path]:
+        """The stored file itself (read it, do not change it)."""
+        path = self.path(key)
+        if not path.is_file():
+            raise SentiflowError(f"artifact {self.uri(key)} does not exist; rerun the stage that produces it")
+        yield path
+
+    @contextlib.contextmanager
+    def publish_dir(self, prefix: str) -> Iterator[Path]:
+        """Build the entry in a temporary sibling folder and rename it into place as a whole.
+
+        Leftovers of an earlier writer of the same entry that was killed are removed first (the run lock keeps
+        two writers of one entry apart, see ``flows/pipeline.py``)."""
+        target = self.path(prefix)
+        remove_temporary_siblings(target)
+        with atomic_dir(target, replace=False) as tmp:
+            yield tmp
 
     def list(self, prefix: str) -> list[str]:
         """Keys of the files below ``prefix``."""

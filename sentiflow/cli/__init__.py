@@ -1,8 +1,9 @@
 """The ``sentiflow`` command line.
 
 Each module in this package adds its commands through ``register(app)``; heavy imports (torch, prefect, boto3)
-happen inside the commands so that ``sentiflow --help`` stays fast. Errors the user can fix
-(:class:`core.errors.SentiflowError`) are printed on one line with exit code 2 — never a traceback.
+happen inside the commands so that ``sentiflow --help`` stays fast. Errors the user can fix — a bad flag (click's
+usage errors), a bad ``SENTIFLOW_*`` value, anything raising :class:`core.errors.SentiflowError` — are printed on
+one line with exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,10 +30,34 @@ for _module in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         _register(app)
 
 
+# Typer carries its own click; its exception classes are reachable through the public BadParameter.
+_CLICK = {cls.__name__: cls for cls in typer.BadParameter.__mro__}
+UsageError: type[Exception] = _CLICK["UsageError"]
+ClickException: type[Exception] = _CLICK["ClickException"]
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main() -> None:
-    """Console entry point: click handles usage errors and exit codes; a SentiflowError becomes one line."""
+    """Console entry point: usage errors and SentiflowErrors become one ``error: …`` line and exit code 2."""
     try:
-        app()
-    except SentiflowError as error:
-        typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+        code = app(standalone_mode=False)
+    except UsageError as error:
+        if type(error).__name__ == "NoArgsIsHelpError":  # `sentiflow` alone: the help was printed
+            sys.exit(0)
+        ctx = getattr(error, "ctx", None)
+        command = ctx.command_path if ctx is not None else "sentiflow"
+        typer.secho(f"error: {_one_line(error.format_message())} (see `{command} --help`)", fg="red", err=True)
         sys.exit(2)
+    except typer.Abort:
+        typer.secho("aborted", fg="red", err=True)
+        sys.exit(130)
+    except ClickException as error:
+        typer.secho(f"error: {_one_line(error.format_message())}", fg="red", err=True)
+        sys.exit(error.exit_code)
+    except SentiflowError as error:
+        typer.secho(f"error: {_one_line(str(error))}", fg="red", err=True)
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)

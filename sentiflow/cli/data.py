@@ -19,45 +19,63 @@ PerClassOption = Annotated[
     int | None,
     typer.Option("--max-reviews-per-class", min=1, help="Subsample each split and class (quick runs)."),
 ]
+VocabOption = Annotated[
+    int | None, typer.Option("--vocab-size", min=3, help="Vocabulary size. [default: SENTIFLOW_VOCAB_SIZE, 5000]")
+]
+MaxLenOption = Annotated[
+    int | None, typer.Option("--max-len", min=1, help="Tokens per review. [default: SENTIFLOW_MAX_LEN, 500]")
+]
 
 data_app = typer.Typer(help="Download, validate and preprocess the IMDB dataset.", no_args_is_help=True)
 
 
+def print_reused(reused: dict[str, bool]) -> None:
+    """One line: which stages Prefect served from its cache (finished work reused) and which ran."""
+    hits = [stage for stage, hit in reused.items() if hit]
+    ran = [stage for stage, hit in reused.items() if not hit]
+    if not ran:
+        typer.echo(f"reused      all {len(hits)} stages: nothing changed ({', '.join(hits)})")
+    elif hits:
+        typer.echo(f"reused      {len(hits)} of {len(reused)} stages ({', '.join(hits)}); ran {', '.join(ran)}")
+    else:
+        typer.echo(f"reused      none: all {len(ran)} stages ran")
+
+
 def print_data_summary(summary: dict) -> None:
-    archive, channels, uploaded = summary["archive"], summary["channels"], summary["uploaded"]
-    hits = summary.get("cache_hits", {})
+    archive, channels, validation = summary["archive"], summary["channels"], summary["validation"]
     counts = channels["counts"]
-    reused = [stage for stage, hit in hits.items() if hit]
-    typer.echo(f"archive     {archive['path']} ({archive['size'] / 1e6:.1f} MB, sha256 {archive['sha256'][:16]}…)")
-    typer.echo(
-        f"validation  {summary['validation']['checks']} checks passed, report: {summary['validation']['report_dir']}"
-    )
+    typer.echo(f"archive     {archive['uri']} ({archive['size'] / 1e6:.1f} MB, sha256 {archive['sha256'][:16]}…)")
+    typer.echo(f"validation  {validation['checks']} checks passed, report: {validation['report']}")
     typer.echo(
         f"channels    train {counts['train']:,} · validation {counts['validation']:,} · test {counts['test']:,} "
         f"· vocabulary {channels['vocabulary_size']:,}"
     )
-    typer.echo(f"            {channels['root']}")
-    if not hits.get("upload-channels"):
-        typer.echo(f"store       {len(uploaded['uploaded'])} files uploaded, {len(uploaded['skipped'])} already there")
-    for name, uri in uploaded["channels"].items():
+    for name, uri in channels["channels"].items():
         typer.echo(f"            {name:<10} {uri}")
-    if reused:
-        typer.echo(f"cache hits  {len(reused)} of {len(hits)} stages reused finished work: {', '.join(reused)}")
-    else:
-        typer.echo(f"cache hits  none: all {len(hits)} stages ran")
 
 
 @data_app.command("prepare")
 def prepare(
-    source: SourceOption = None, sha256: Sha256Option = None, max_reviews_per_class: PerClassOption = None
+    source: SourceOption = None,
+    sha256: Sha256Option = None,
+    max_reviews_per_class: PerClassOption = None,
+    vocab_size: VocabOption = None,
+    max_len: MaxLenOption = None,
 ) -> None:
-    """Run the data stages (download → validate → preprocess → upload) as a Prefect flow."""
-    settings = get_settings()
-    configure_flow_run(settings)
+    """Run the data stages (download → validate → preprocess → channels in the store) as a Prefect flow."""
+    settings = get_settings(vocab_size=vocab_size, max_len=max_len)
+    configure_flow_run(settings, typer.echo)
     from flows.pipeline import data_flow
 
-    summary = data_flow(source=source, sha256=sha256, max_reviews_per_class=max_reviews_per_class)
+    summary = data_flow(
+        source=source,
+        sha256=sha256,
+        max_reviews_per_class=max_reviews_per_class,
+        vocab_size=vocab_size,
+        max_len=max_len,
+    )
     print_data_summary(summary)
+    print_reused(summary["reused"])
 
 
 @data_app.command("validate")

@@ -1,7 +1,8 @@
 """``sentiflow endpoints list|delete``, ``sentiflow rollback`` and ``sentiflow teardown``.
 
 These call the stage functions directly (``tasks.deploy``, ``tasks.teardown``) — quick, with no Prefect server
-needed. The scheduled / event-triggered teardown runs the Prefect flow ``flows.teardown``.
+needed — under the same endpoints lock the pipeline's deploy holds, so they never interleave with a deploy. The
+scheduled / event-triggered teardown runs the Prefect flow ``flows.teardown``.
 """
 
 from __future__ import annotations
@@ -92,8 +93,10 @@ def delete_endpoint(
     settings = get_settings()
     configure_environment(settings)
     from tasks.deploy import delete_endpoint as delete
+    from tasks.deploy import endpoints_lock
 
-    deletion = delete(settings, name, _echo, reason="deleted by the user")
+    with endpoints_lock(settings, _echo):
+        deletion = delete(settings, name, _echo, reason="deleted by the user")
     if deletion.api_cleared:
         typer.echo("the API served this endpoint: it answers 503 until the next deploy (`sentiflow rollback`)")
 
@@ -102,9 +105,11 @@ def rollback() -> None:
     """Redeploy the previously promoted model version (blue/green) and point the API at it."""
     settings = get_settings()
     configure_environment(settings)
+    from tasks.deploy import endpoints_lock
     from tasks.deploy import rollback as do_rollback
 
-    promotion = do_rollback(settings, _echo)
+    with endpoints_lock(settings, _echo):
+        promotion = do_rollback(settings, _echo)
     api = f" — API {promotion.api.url}" if promotion.api else ""
     typer.echo(f"rolled back to model v{promotion.version} on {promotion.endpoint.name}{api}")
 
@@ -124,16 +129,18 @@ def teardown(
     """Delete idle or too-old endpoints and report what that saves (model artifacts are kept)."""
     settings = get_settings()
     configure_environment(settings)
+    from tasks.deploy import endpoints_lock
     from tasks.teardown import run_teardown
 
-    report = run_teardown(
-        settings,
-        lambda line: None,
-        idle_minutes=idle_minutes,
-        max_age_hours=max_age_hours,
-        dry_run=dry_run,
-        endpoint=endpoint,
-    )
+    with endpoints_lock(settings, _echo):
+        report = run_teardown(
+            settings,
+            lambda line: None,
+            idle_minutes=idle_minutes,
+            max_age_hours=max_age_hours,
+            dry_run=dry_run,
+            endpoint=endpoint,
+        )
     if report.items:
         rows = [list(row.values()) for row in report.rows()]
         typer.echo(format_table(["endpoint", "version", "reason", "idle min", "age h", "saves", "action"], rows))

@@ -17,8 +17,13 @@ prefect_app = typer.Typer(
 
 HostOption = Annotated[str, typer.Option("--host", help="Address the Prefect server binds to.")]
 PortOption = Annotated[
-    int,
-    typer.Option("--port", envvar="SENTIFLOW_PREFECT_PORT", help="Port of the Prefect server (API and UI)."),
+    int | None,
+    typer.Option(
+        "--port",
+        min=1,
+        max=65535,
+        help="Port of the Prefect server (API and UI). [default: SENTIFLOW_PREFECT_PORT, 4200]",
+    ),
 ]
 TimeoutOption = Annotated[float, typer.Option("--timeout", help="Seconds to wait for the server to be healthy.")]
 ProjectOption = Annotated[
@@ -44,14 +49,16 @@ def _echo_server(api_url: str) -> None:
 @prefect_app.command("server")
 def server_command(
     host: HostOption = "127.0.0.1",
-    port: PortOption = 4200,
+    port: PortOption = None,
     no_ui: Annotated[bool, typer.Option("--no-ui", help="Serve the API only.")] = False,
-    timeout: TimeoutOption = 120.0,
+    timeout: TimeoutOption = 180.0,
 ) -> None:
-    """Start a Prefect server in the background (database under SENTIFLOW_HOME/prefect) and wait for it."""
+    """Start the Prefect server of this SENTIFLOW_HOME in the background (`prefect server start --background`;
+    database and log under SENTIFLOW_HOME/prefect) and wait until it answers. Reused if it runs."""
     from sentiflow.ops.server import start_server
 
-    info = start_server(get_settings(), host=host, port=port, ui=not no_ui, timeout=timeout)
+    settings = get_settings(prefect_port=port)
+    info = start_server(settings, host=host, port=settings.prefect_port, ui=not no_ui, timeout=timeout)
     typer.echo(f"Prefect server running (pid {info.pid}, log {info.log_path})")
     _echo_server(info.api_url)
 
@@ -93,8 +100,8 @@ def worker_command(limit: LimitOption = None) -> None:
 @prefect_app.command("up")
 def up_command(
     host: HostOption = "127.0.0.1",
-    port: PortOption = 4200,
-    timeout: TimeoutOption = 120.0,
+    port: PortOption = None,
+    timeout: TimeoutOption = 180.0,
     project_dir: ProjectOption = None,
     limit: LimitOption = None,
 ) -> None:
@@ -103,8 +110,8 @@ def up_command(
     from sentiflow.ops.server import start_server
     from sentiflow.ops.worker import start_worker
 
-    settings = get_settings()
-    server = start_server(settings, host=host, port=port, timeout=timeout)
+    settings = get_settings(prefect_port=port)
+    server = start_server(settings, host=host, port=settings.prefect_port, timeout=timeout)
     report = deploy_all(settings, project_dir=project_dir, api_url=server.api_url)
     worker = start_worker(settings, api_url=server.api_url, limit=limit)
     typer.echo(f"server pid {server.pid}, worker pid {worker.pid}; deployments: {', '.join(report.deployments)}")
@@ -116,7 +123,7 @@ def up_command(
 
 @prefect_app.command("down")
 def down_command() -> None:
-    """Stop the worker, then the server (gracefully; killed after 30 s)."""
+    """Stop the worker, then the server (`prefect server stop`; killed if it has not exited after 30 s)."""
     from sentiflow.ops.server import stop_server
     from sentiflow.ops.worker import stop_worker
 

@@ -7,7 +7,15 @@ from typing import Annotated, Any
 import typer
 
 from core.config import get_settings
-from sentiflow.cli.data import PerClassOption, Sha256Option, SourceOption, print_data_summary
+from sentiflow.cli.data import (
+    MaxLenOption,
+    PerClassOption,
+    Sha256Option,
+    SourceOption,
+    VocabOption,
+    print_data_summary,
+    print_reused,
+)
 from sentiflow.ops.runtime import configure_flow_run
 
 
@@ -21,18 +29,23 @@ def print_pipeline_summary(summary: dict[str, Any]) -> None:
         f"evaluation  accuracy {model['accuracy']:.4f} · F1 {model['f1']:.4f} · ROC-AUC {model['roc_auc']:.4f} "
         f"(TF-IDF baseline {baseline['accuracy']:.4f})"
     )
-    parity = summary["parity"]
-    typer.echo(
-        f"parity      {'passed' if parity['passed'] else 'FAILED'}: {parity['checked']:,} raw reviews through the "
-        f"serving path, {parity['mismatched']} differ from batch (max |Δscore| {parity['max_abs_diff']:.1e})"
-    )
     gate = summary["gate"]
     if not summary["promoted"]:
+        print_reused(summary["reused"])
         typer.secho(f"not promoted: {gate['reason']}", fg=typer.colors.YELLOW)
         return
-    promotion = summary["promotion"]
+    promotion, parity = summary["promotion"], summary["parity"]
     endpoint, api = promotion["endpoint"], promotion.get("api") or {}
-    typer.echo(f"promoted    version {promotion['version']} on endpoint {endpoint['name']} ({gate['reason']})")
+    if parity is not None:
+        typer.echo(
+            f"parity      passed: {parity['checked']:,} raw reviews through endpoint {endpoint['name']}, "
+            f"{parity['mismatched']} differ from batch (max |Δscore| {parity['max_abs_diff']:.1e})"
+        )
+    print_reused(summary["reused"])
+    if promotion.get("reused"):
+        typer.echo(f"serving     version {promotion['version']} on endpoint {endpoint['name']}, already behind the API")
+    else:
+        typer.echo(f"promoted    version {promotion['version']} on endpoint {endpoint['name']} ({gate['reason']})")
     if summary.get("teardown"):
         typer.echo(f"teardown    endpoint {endpoint['name']} deleted (--teardown-after); the model stays in the store")
         return
@@ -47,6 +60,8 @@ def run(
     sha256: Sha256Option = None,
     backend: Annotated[str | None, typer.Option(help="local or aws. [default: SENTIFLOW_BACKEND or local]")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Training epochs. [default: from settings]")] = None,
+    vocab_size: VocabOption = None,
+    max_len: MaxLenOption = None,
     min_accuracy: Annotated[float | None, typer.Option(min=0, max=1, help="Quality gate: lowest accuracy.")] = None,
     max_regression: Annotated[
         float | None, typer.Option(min=0, max=1, help="Quality gate: largest drop below the deployed model.")
@@ -58,8 +73,16 @@ def run(
     max_reviews_per_class: PerClassOption = None,
 ) -> None:
     """Run the whole pipeline: data → train → evaluate → gate → deploy → API."""
-    settings = get_settings(backend=backend)
-    configure_flow_run(settings)
+    settings = get_settings(
+        backend=backend,
+        epochs=epochs,
+        vocab_size=vocab_size,
+        max_len=max_len,
+        min_accuracy=min_accuracy,
+        max_regression=max_regression,
+        parity_sample=parity_sample,
+    )
+    configure_flow_run(settings, typer.echo)
     from flows.pipeline import pipeline
 
     summary = pipeline(
@@ -67,6 +90,8 @@ def run(
         sha256=sha256,
         backend=backend,
         epochs=epochs,
+        vocab_size=vocab_size,
+        max_len=max_len,
         min_accuracy=min_accuracy,
         max_regression=max_regression,
         parity_sample=parity_sample,

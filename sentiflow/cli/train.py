@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from core.config import get_settings
-from sentiflow.cli.data import Sha256Option, SourceOption, print_data_summary
+from sentiflow.cli.data import MaxLenOption, Sha256Option, SourceOption, VocabOption, print_data_summary, print_reused
 from sentiflow.ops.runtime import configure_flow_run
 
 
@@ -36,12 +36,12 @@ def train(
         int | None,
         _option("--ranks", "Training instances, one torch DDP rank each (SENTIFLOW_TRAIN_INSTANCE_COUNT).", min=1),
     ] = None,
+    vocab_size: VocabOption = None,
+    max_len: MaxLenOption = None,
 ) -> None:
-    """Prepare the data and train the model (reusing an identical finished job); print the artifact."""
+    """Prepare the data and train the model (finished stages are reused from Prefect's cache); print the artifact."""
     if ranks is not None:  # the stages read their settings themselves
         os.environ["SENTIFLOW_TRAIN_INSTANCE_COUNT"] = str(ranks)
-    settings = get_settings()
-    configure_flow_run(settings)
     overrides = hyperparameter_overrides(
         epochs=epochs,
         hidden_dim=hidden_dim,
@@ -50,12 +50,15 @@ def train(
         learning_rate=learning_rate,
         architecture=architecture,
     )
-    from tasks.train import training_hyperparameters
-
-    training_hyperparameters(settings, overrides)  # bad values fail here, before any data work
+    # Bad values fail here, named as flags, before any server or data work (Prefect is not imported yet: its
+    # settings are read once, at import, and configure_flow_run sets the API first).
+    settings = get_settings(vocab_size=vocab_size, max_len=max_len, **overrides)
+    configure_flow_run(settings, typer.echo)
     from flows.pipeline import train_flow
 
-    summary = train_flow(source=source, sha256=sha256, hyperparameters=overrides)
+    summary = train_flow(
+        source=source, sha256=sha256, hyperparameters=overrides, vocab_size=vocab_size, max_len=max_len
+    )
     print_data_summary(summary["data"])
     result, metrics = summary["training"], summary["training"]["metrics"]
     typer.echo(f"training    {result['job_name']} ({result['duration_s']:.0f} s)")
@@ -64,6 +67,7 @@ def train(
         f"val_loss {metrics['val_loss']:.4f} · val_accuracy {metrics['val_accuracy']:.4f}"
     )
     typer.echo(f"model       {result['model_uri']}")
+    print_reused(summary["reused"])
 
 
 def register(app: typer.Typer) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from core.config import Settings
 from core.errors import SentiflowError
@@ -11,32 +12,50 @@ from core.errors import SentiflowError
 def configure_environment(settings: Settings) -> None:
     """Point Prefect at ``SENTIFLOW_HOME`` (absolute) unless the user chose otherwise; never phone home.
 
-    Flows talk to ``PREFECT_API_URL`` if set, else to the server ``sentiflow prefect server`` started for this
-    ``SENTIFLOW_HOME`` if it runs, else to a temporary server Prefect starts for the one command.
+    Talks to ``PREFECT_API_URL`` if set, else to the managed server of this ``SENTIFLOW_HOME`` when it runs
+    (nothing is started here: see :func:`configure_flow_run`). Never a temporary ("ephemeral") server.
     Must run before ``prefect`` is imported for the first time in this process.
     """
     os.environ.setdefault("SENTIFLOW_HOME", str(settings.home))
     os.environ.setdefault("PREFECT_HOME", str(settings.home / "prefect"))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "90")
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
     if not os.environ.get("PREFECT_API_URL"):
         from sentiflow.ops.server import read_server
 
         running = read_server(settings)
         if running is not None:
-            os.environ["PREFECT_API_URL"] = running.api_url
-            os.environ.setdefault("PREFECT_UI_URL", running.ui_url)
+            _use_api(running.api_url, running.ui_url)
     settings.home.mkdir(parents=True, exist_ok=True)
     os.makedirs(os.environ["PREFECT_HOME"], exist_ok=True)
 
 
-def configure_flow_run(settings: Settings) -> None:
-    """Everything a CLI command needs before it runs a flow: the environment above, then the saved result-storage
-    block (``<SENTIFLOW_HOME>/prefect-results``, or S3 on aws) that the worker's runs use too, so finished stages
-    are reused across CLI and deployment runs alike."""
+def _use_api(api_url: str, ui_url: str) -> None:
+    os.environ["PREFECT_API_URL"] = api_url
+    os.environ.setdefault("PREFECT_UI_URL", ui_url)
+
+
+def configure_flow_run(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    """Everything a CLI command needs before it runs a flow.
+
+    The environment above; then, when no Prefect API is configured, the managed local server of this
+    ``SENTIFLOW_HOME`` — reused when it runs, started when it does not (``sentiflow.ops.server.ensure_server``) —
+    and one line saying where its UI is; then the saved result-storage block (``<SENTIFLOW_HOME>/prefect-results``,
+    or S3 on aws) that the worker's runs use too, so finished stages are reused across CLI and deployment runs.
+    """
     configure_environment(settings)
+    if not os.environ.get("PREFECT_API_URL"):
+        from sentiflow.ops.server import ensure_server
+
+        info = ensure_server(settings, announce)
+        _use_api(info.api_url, info.ui_url)
+        announce(f"Prefect UI  {info.ui_url}  (server of {settings.home}; stop it with `sentiflow prefect down`)")
+    else:
+        announce(
+            f"Prefect UI  {os.environ.get('PREFECT_UI_URL') or os.environ['PREFECT_API_URL'].removesuffix('/api')}"
+        )
     from sentiflow.ops.storage import ensure_result_storage
 
     ensure_result_storage(settings)

@@ -1,38 +1,46 @@
-"""Stage 1 — download the IMDB archive from http(s), file://, a plain path or s3://, verified by hash.
+"""Stage 1 — fetch the IMDB archive from http(s), file://, a plain path or s3://, verify it, put it in the store.
 
-Downloads are cached by source and expected hash, so a rerun downloads nothing. A file that fails its hash is
-deleted and reported, never used. Writes are atomic. :func:`download_archive` does the work; ``download_task`` is
-the Prefect stage around it.
+The archive lands in the artifact store under its own hash (``archives/<sha256>/<file name>``), so every later
+stage — on any worker — reads it from there. A file that fails its hash is deleted and reported, never stored.
+
+Reruns are Prefect's cache: the stage is keyed on the source, the expected hash and the backend (for a local
+file also its size and modification time, so an archive rewritten in place is fetched again).
+:func:`download_archive` does the work; ``download_task`` is the Prefect stage around it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from prefect import task
-from prefect.logging import get_run_logger
+from prefect.cache_policies import CachePolicy
 
-from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL, Settings
+from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
 from core.errors import DataError, SentiflowError
-from core.io import atomic_path, atomic_write_json, file_digest, local_path, read_json
-from tasks.policies import NETWORK_RETRIES, STAGE_CACHE_POLICY
+from core.io import atomic_path, file_digest, local_path
+from tasks.policies import network_stage, stage_cache
 
 
 @dataclass(frozen=True)
-class DownloadedArchive:
-    path: str
+class ArchiveRef:
+    """The verified archive in the artifact store."""
+
+    uri: str
     source: str
     sha256: str
     size: int
-    cached: bool
     seconds: float
 
-    def to_dict(self) -> dict:
+    def artifacts(self) -> list[str]:
+        return [self.uri]
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -48,21 +56,21 @@ def expected_hash(source: str, sha256: str | None) -> tuple[str, str] | None:
     return None
 
 
-def _entry_dir(settings: Settings, source: str, pinned: tuple[str, str] | None) -> Path:
-    key = hashlib.sha256(f"{source}\0{pinned}".encode()).hexdigest()[:20]
-    return settings.cache_dir / "downloads" / key
-
-
-def _file_name(source: str) -> str:
+def file_name(source: str) -> str:
     name = Path(unquote(urlparse(source).path)).name
     return name or "archive.tar.gz"
+
+
+def archive_key(sha256: str, source: str) -> str:
+    """Where an archive with this content lives in the store."""
+    return f"archives/{sha256}/{file_name(source)}"
 
 
 def _fetch_http(source: str, target: Path, pinned: tuple[str, str] | None) -> None:
     import pooch
 
     known = f"{pinned[0]}:{pinned[1]}" if pinned else None
-    downloader = pooch.HTTPDownloader(progressbar=True, timeout=60)
+    downloader = pooch.HTTPDownloader(progressbar=False, timeout=60)
     try:
         pooch.retrieve(source, known_hash=known, fname=target.name, path=target.parent, downloader=downloader)
     except ValueError as error:  # pooch: hash mismatch (it already removed the file)
@@ -99,51 +107,68 @@ def _verify(target: Path, source: str, pinned: tuple[str, str] | None) -> str:
     return sha256
 
 
-def download_archive(settings: Settings, source: str | None = None, sha256: str | None = None) -> DownloadedArchive:
-    """Fetch ``source`` (default ``settings.data_url``) into the download cache and verify it."""
-    started = time.perf_counter()
-    source = source or settings.data_url
-    sha256 = sha256 or (settings.data_sha256 if source == settings.data_url else None)
-    pinned = expected_hash(source, sha256)
-    entry = _entry_dir(settings, source, pinned)
-    target = entry / _file_name(source)
-    record = entry / "download.json"
-    if record.is_file() and target.is_file():
-        meta = read_json(record)
-        if meta.get("size") == target.stat().st_size:
-            return DownloadedArchive(str(target), source, meta["sha256"], meta["size"], True, 0.0)
-    entry.mkdir(parents=True, exist_ok=True)
+def fetch(source: str, target: Path, pinned: tuple[str, str] | None) -> str:
+    """Fetch ``source`` to ``target`` and verify it; returns its sha256."""
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
         _fetch_http(source, target, pinned)
     elif scheme == "s3":
         _fetch_s3(source, target)
-    elif scheme in ("", "file") or Path(source).exists():
+    elif scheme in ("", "file"):
         _fetch_file(source, target)
     else:
         raise SentiflowError(f"unsupported data source {source!r}: use http(s)://, file://, s3:// or a local path")
-    digest = _verify(target, source, pinned)
-    size = target.stat().st_size
-    atomic_write_json(record, {"source": source, "sha256": digest, "size": size, "pinned": pinned})
-    return DownloadedArchive(str(target), source, digest, size, False, time.perf_counter() - started)
+    return _verify(target, source, pinned)
+
+
+def download_archive(store: Any, source: str, sha256: str | None = None) -> ArchiveRef:
+    """Fetch ``source``, verify it and put it into ``store`` (an object with the same content is not rewritten)."""
+    started = time.perf_counter()
+    pinned = expected_hash(source, sha256)
+    with tempfile.TemporaryDirectory(prefix="sentiflow-download-") as scratch:
+        target = Path(scratch) / file_name(source)
+        digest = fetch(source, target, pinned)
+        size = target.stat().st_size
+        uri, _ = store.put_file(target, archive_key(digest, source))
+    return ArchiveRef(uri, source, digest, size, round(time.perf_counter() - started, 3))
 
 
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-@task(
-    name="download",
-    cache_policy=STAGE_CACHE_POLICY,
-    persist_result=True,
-    timeout_seconds=3600,
-    **NETWORK_RETRIES,
-)
-def download_task(settings: Settings, source: str | None, sha256: str | None) -> DownloadedArchive:
-    """Fetch and verify the IMDB archive (cached by source + hash)."""
-    logger = get_run_logger()
-    result = download_archive(settings, source, sha256)
-    if result.cached:
-        logger.info("download: cache hit for %s (%s, %.1f MB)", result.source, result.sha256[:12], result.size / 1e6)
-    else:
-        logger.info("download: fetched %s in %.1f s (sha256 %s)", result.source, result.seconds, result.sha256)
+@dataclass
+class LocalSourceVersion(CachePolicy):
+    """Cache-key part: size and modification time of a local source file (nothing for URLs), so an archive
+    rewritten in place is not served from the cache."""
+
+    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
+        source = str(inputs.get("source") or "")
+        if urlparse(source).scheme not in ("", "file"):
+            return "remote"
+        path = local_path(source)
+        try:
+            stat = path.stat() if path is not None else None
+        except OSError:
+            return "missing"
+        return f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
+
+
+_CACHE = stage_cache("tasks.data.download")
+_CACHE["cache_policy"] = _CACHE["cache_policy"] + LocalSourceVersion()
+
+
+@task(**network_stage("download"), **_CACHE)
+def download_task(source: str, sha256: str | None, backend: str) -> ArchiveRef:
+    """Fetch and verify the IMDB archive into the artifact store."""
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_store
+    from core.config import get_settings
+
+    store = get_store(get_settings("parameter", backend=backend))
+    result = download_archive(store, source, sha256)
+    get_run_logger().info(
+        "download: %s in %.1f s (%.1f MB, sha256 %s) → %s",
+        source, result.seconds, result.size / 1e6, result.sha256, result.uri,
+    )  # fmt: skip
     return result

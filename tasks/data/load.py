@@ -3,26 +3,27 @@
 The archive is streamed member by member straight into memory, so nothing from it is ever written to disk:
 path traversal and links cannot escape anywhere. Members that would be unsafe to extract (absolute paths, ``..``,
 links, devices) are refused with a clear error, as is any review file that does not follow the
-``{train,test}/{pos,neg}/ID_RATING.txt`` naming. ``load_task`` (the Prefect stage) writes the table once per
-archive hash to ``<cache>/datasets/<sha256 prefix>/reviews.parquet``.
+``{train,test}/{pos,neg}/ID_RATING.txt`` naming. ``load_task`` (the Prefect stage) reads the archive from the
+artifact store and puts the table there beside it: ``datasets/<archive sha256>/reviews.parquet``.
 """
 
 from __future__ import annotations
 
 import re
 import tarfile
+import tempfile
 import zlib
+from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from prefect import task
-from prefect.logging import get_run_logger
 
-from core.config import Settings
 from core.errors import DataError
-from core.io import atomic_path
-from tasks.data.download import DownloadedArchive
-from tasks.policies import LOCAL_RETRIES, STAGE_OPTIONS
+from tasks.policies import local_stage, stage_cache
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = ["split", "label", "id", "rating", "review"]
 _REVIEW_PATH = re.compile(r"(?:^|/)aclImdb/(train|test)/(pos|neg)/([^/]+)$")
@@ -65,6 +66,8 @@ def _row(relative: str, text: bytes) -> dict:
 
 
 def _frame(rows: list[dict], origin: str) -> pd.DataFrame:
+    import pandas as pd
+
     if not rows:
         raise DataError(f"{origin} holds no aclImdb review files ({{train,test}}/{{pos,neg}}/ID_RATING.txt)")
     frame = pd.DataFrame(rows, columns=COLUMNS)
@@ -109,20 +112,46 @@ def load_aclimdb_dir(directory: Path) -> pd.DataFrame:
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-def dataset_path(settings: Settings, archive_sha256: str) -> Path:
-    return settings.cache_dir / "datasets" / archive_sha256[:20] / "reviews.parquet"
+@dataclass(frozen=True)
+class DatasetRef:
+    """The review table in the artifact store; ``sha256`` is the archive's (the table's identity)."""
+
+    uri: str
+    sha256: str
+    rows: int
+
+    def artifacts(self) -> list[str]:
+        return [self.uri]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
 
 
-@task(name="load-dataset", **STAGE_OPTIONS, **LOCAL_RETRIES)
-def load_task(settings: Settings, archive: DownloadedArchive) -> str:
-    """Read the aclImdb layout from the archive into ``reviews.parquet`` (cached by the archive's hash)."""
-    logger = get_run_logger()
-    target = dataset_path(settings, archive.sha256)
-    if target.is_file():
-        logger.info("load: cache hit %s", target)
-        return str(target)
-    frame = load_archive(Path(archive.path))
-    with atomic_path(target) as tmp:
-        frame.to_parquet(tmp, index=False)
-    logger.info("load: %d reviews → %s", len(frame), target)
-    return str(target)
+def dataset_key(archive_sha256: str) -> str:
+    return f"datasets/{archive_sha256}/reviews.parquet"
+
+
+def read_dataset(store: Any, uri: str) -> pd.DataFrame:
+    """The review table at store ``uri``."""
+    import pandas as pd
+
+    with store.local_file(store.key_from_uri(uri)) as path:
+        return pd.read_parquet(path)
+
+
+@task(**local_stage("load-dataset"), **stage_cache("tasks.data.load"))
+def load_task(archive_uri: str, archive_sha256: str, backend: str) -> DatasetRef:
+    """Read the aclImdb layout from the stored archive into ``reviews.parquet`` in the store."""
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_store
+    from core.config import get_settings
+
+    store = get_store(get_settings("parameter", backend=backend))
+    with store.local_file(store.key_from_uri(archive_uri)) as archive:
+        frame = load_archive(archive)
+    with tempfile.TemporaryDirectory(prefix="sentiflow-load-") as scratch:
+        frame.to_parquet(Path(scratch) / "reviews.parquet", index=False)
+        uri, _ = store.put_file(Path(scratch) / "reviews.parquet", dataset_key(archive_sha256))
+    get_run_logger().info("load: %d reviews → %s", len(frame), uri)
+    return DatasetRef(uri, archive_sha256, len(frame))

@@ -1,85 +1,89 @@
-"""Stages 4–6 — tokenize, build the vocabulary, encode, and write the SageMaker training channels, cached.
+"""Stages 4–6 — tokenize, build the vocabulary, encode, and publish the SageMaker training channels to the store.
 
-A channel set is keyed by the dataset's content hash, the parameters and the preprocessing code, so a rerun on
-the same inputs does no preprocessing work. It is built in a temporary folder and renamed into place, so a crash
-never leaves a partial entry.
+The channels are one content-addressed store entry, ``channels/<key>/``: ``key`` hashes the dataset, the
+preprocessing parameters and the preprocessing code, so it names exactly what the entry holds. The entry is
+built in a temporary folder and published as a whole (see ``ArtifactStore.publish_dir``), so a crash — even a
+``kill -9`` — never leaves a partial entry behind; ``manifest.json`` records every file's sha256.
 
 Layout (see DEVELOPERS.md)::
 
-    <key>/train/train.csv  word_dict.json  preprocessing.json
-    <key>/validation/validation.csv
-    <key>/test/test.csv  test_features.csv  test_labels.csv
-    <key>/manifest.json
+    channels/<key>/train/train.csv  word_dict.json  preprocessing.json
+    channels/<key>/validation/validation.csv
+    channels/<key>/test/test.csv  test_features.csv  test_labels.csv
+    channels/<key>/manifest.json
 
-:func:`prepare_channels` does the work; ``prepare_task`` is the Prefect stage around it.
+Reruns are Prefect's cache (this stage is keyed on its inputs and code, see ``tasks.policies``); nothing here
+checks for earlier results. :func:`build_channels` does the work; ``prepare_task`` is the Prefect stage.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import time
 from dataclasses import asdict, dataclass
-from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
-import pyarrow as pa
-import pyarrow.csv as pacsv
 from prefect import task
-from prefect.artifacts import create_table_artifact
-from prefect.logging import get_run_logger
 
-from core.config import Settings
-from core.io import atomic_dir, atomic_write_json, read_json, sha256_file
-from tasks.policies import LOCAL_RETRIES, STAGE_OPTIONS
+from core.io import atomic_write_json, sha256_file, sha256_text
+from tasks.policies import code_fingerprint, local_stage, stage_cache
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
 
 CHANNEL_FILES = {
     "train": ("train.csv", "word_dict.json", "preprocessing.json"),
     "validation": ("validation.csv",),
     "test": ("test.csv", "test_features.csv", "test_labels.csv"),
 }
+MANIFEST = "manifest.json"
+PREPROCESSING_CODE = ("tasks.data.prepare", "model.preprocessing", "model.stopwords")
+
+
+@dataclass(frozen=True)
+class ChannelParameters:
+    """Everything besides the dataset that decides what the channels hold."""
+
+    vocab_size: int
+    max_len: int
+    validation_fraction: float
+    seed: int
+    max_reviews_per_class: int | None = None
 
 
 @dataclass(frozen=True)
 class ChannelSet:
-    """A prepared, cached set of training channels."""
+    """A published set of training channels: store URIs of each channel folder and of the manifest."""
 
-    root: str
     key: str
-    cached: bool
+    channels: dict[str, str]
+    manifest_uri: str
     counts: dict[str, int]
     vocabulary_size: int
     seconds: float
 
-    def channel_dir(self, name: str) -> Path:
-        return Path(self.root) / name
+    def file_uri(self, channel: str, name: str) -> str:
+        return f"{self.channels[channel]}/{name}"
 
-    def to_dict(self) -> dict:
+    def artifacts(self) -> list[str]:
+        files = [self.file_uri(channel, name) for channel, names in CHANNEL_FILES.items() for name in names]
+        return [*files, self.manifest_uri]
+
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-@lru_cache(maxsize=1)
-def code_fingerprint() -> str:
-    """Hash of the source files that decide what the channels contain."""
-    digest = hashlib.sha256()
-    origins = [importlib.util.find_spec(name).origin for name in ("model.preprocessing", "model.stopwords")]
-    for path in (*origins, __file__):
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
-
-
-def channel_key(dataset_sha256: str, settings: Settings, max_reviews_per_class: int | None) -> str:
-    params = (
-        f"vocab={settings.vocab_size} max_len={settings.max_len} val={settings.validation_fraction} "
-        f"seed={settings.seed} per_class={max_reviews_per_class}"
-    )
-    return hashlib.sha256(f"{dataset_sha256}\0{params}\0{code_fingerprint()}".encode()).hexdigest()[:20]
+def channel_key(dataset_uri: str, parameters: ChannelParameters) -> str:
+    """The content address of the channels of ``dataset_uri`` under ``parameters`` with this code."""
+    params = ",".join(f"{name}={value}" for name, value in sorted(asdict(parameters).items()))
+    return sha256_text(dataset_uri, params, code_fingerprint(*PREPROCESSING_CODE))[:20]
 
 
 def subsample(frame: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataFrame:
     """At most ``per_class`` reviews per (split, label), chosen with ``seed`` (for small, quick runs)."""
+    import pandas as pd
+
     if per_class is None:
         return frame
     parts = [
@@ -89,7 +93,17 @@ def subsample(frame: pd.DataFrame, per_class: int | None, seed: int) -> pd.DataF
     return pd.concat(parts).sort_values(["split", "label", "id"], ignore_index=True)
 
 
+def raw_test_reviews(frame: pd.DataFrame, per_class: int | None, seed: int) -> list[str]:
+    """Raw test reviews in the order of the test channel's rows (the same subsample, test split)."""
+    frame = subsample(frame, per_class, seed)
+    return frame.loc[frame["split"] == "test", "review"].tolist()
+
+
 def _write_rows(path: Path, rows: np.ndarray, labels: np.ndarray | None) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
     columns = ([labels.astype(np.int64)] if labels is not None else []) + [rows[:, i] for i in range(rows.shape[1])]
     table = pa.table({f"c{i}": column for i, column in enumerate(columns)})
     pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
@@ -97,6 +111,8 @@ def _write_rows(path: Path, rows: np.ndarray, labels: np.ndarray | None) -> None
 
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled (train, validation) row indices with the same label balance in both."""
+    import numpy as np
+
     rng = np.random.default_rng(seed)
     train_parts, validation_parts = [], []
     for value in np.unique(labels):
@@ -107,23 +123,26 @@ def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[
     return rng.permutation(np.concatenate(train_parts)), rng.permutation(np.concatenate(validation_parts))
 
 
-def _build(frame: pd.DataFrame, settings: Settings, out: Path, key: str, dataset_sha256: str) -> dict:
+def build_channels(frame: pd.DataFrame, parameters: ChannelParameters, out: Path, key: str) -> dict[str, Any]:
+    """Write the channel files of ``frame`` into ``out`` (empty folder); returns the manifest (also written)."""
+    import numpy as np
+
     from model import preprocessing  # imported here: NLTK's import alone costs about a second
     from model.preprocessing import PreprocessingConfig, Preprocessor
 
+    frame = subsample(frame, parameters.max_reviews_per_class, parameters.seed)
     train = frame[frame["split"] == "train"]
     test = frame[frame["split"] == "test"]
-    workers = settings.preprocess_workers
-    train_tokens = preprocessing.reviews_to_words(train["review"].tolist(), workers=workers)
-    test_tokens = preprocessing.reviews_to_words(test["review"].tolist(), workers=workers)
+    train_tokens = preprocessing.reviews_to_words(train["review"].tolist())
+    test_tokens = preprocessing.reviews_to_words(test["review"].tolist())
 
-    word_dict = preprocessing.build_vocabulary(train_tokens, settings.vocab_size)
-    config = PreprocessingConfig(vocab_size=settings.vocab_size, max_len=settings.max_len)
-    train_rows = preprocessing.encode_many(train_tokens, word_dict, settings.max_len)
-    test_rows = preprocessing.encode_many(test_tokens, word_dict, settings.max_len)
+    word_dict = preprocessing.build_vocabulary(train_tokens, parameters.vocab_size)
+    config = PreprocessingConfig(vocab_size=parameters.vocab_size, max_len=parameters.max_len)
+    train_rows = preprocessing.encode_many(train_tokens, word_dict, parameters.max_len)
+    test_rows = preprocessing.encode_many(test_tokens, word_dict, parameters.max_len)
     train_labels = train["label"].to_numpy()
     test_labels = test["label"].to_numpy()
-    fit_idx, val_idx = stratified_holdout(train_labels, settings.validation_fraction, settings.seed)
+    fit_idx, val_idx = stratified_holdout(train_labels, parameters.validation_fraction, parameters.seed)
 
     for name in CHANNEL_FILES:
         (out / name).mkdir()
@@ -135,66 +154,86 @@ def _build(frame: pd.DataFrame, settings: Settings, out: Path, key: str, dataset
     _write_rows(out / "test" / "test_labels.csv", test_labels[:, None], None)
 
     in_vocab = np.mean([row[0] > 0 and np.mean(row[1 : row[0] + 1] >= 2) for row in train_rows[:2000]])
-    return {
+    manifest = {
         "key": key,
-        "dataset_sha256": dataset_sha256,
+        "parameters": asdict(parameters),
         "preprocessing": asdict(config),
         "counts": {"train": len(fit_idx), "validation": len(val_idx), "test": len(test_rows)},
         "vocabulary_size": len(word_dict) + 2,
         "mean_tokens": float(np.mean([len(t) for t in train_tokens])) if train_tokens else 0.0,
-        "truncated_share": float(np.mean([len(t) > settings.max_len for t in train_tokens])) if train_tokens else 0.0,
+        "truncated_share": float(np.mean([len(t) > parameters.max_len for t in train_tokens])) if train_tokens else 0.0,
         "known_token_share": float(in_vocab),
-        "test_order": "test split of reviews.parquet, sorted by (label, id)",
+        "test_order": "test split of reviews.parquet (after the subsample), sorted by (label, id)",
         "files": {
             f"{name}/{file}": sha256_file(out / name / file) for name, files in CHANNEL_FILES.items() for file in files
         },
     }
+    atomic_write_json(out / MANIFEST, manifest)
+    return manifest
 
 
-def prepare_channels(
-    frame: pd.DataFrame, dataset_sha256: str, settings: Settings, max_reviews_per_class: int | None = None
-) -> ChannelSet:
-    """Channels for ``frame`` (the validated dataset), from the cache when the same inputs were prepared before."""
+def prepare_channels(store: Any, dataset_uri: str, parameters: ChannelParameters) -> ChannelSet:
+    """Build the channels of the stored dataset and publish them to ``store`` as one entry."""
+    from tasks.data.load import read_dataset
+
     started = time.perf_counter()
-    key = channel_key(dataset_sha256, settings, max_reviews_per_class)
-    root = settings.cache_dir / "channels" / key
-    manifest_path = root / "manifest.json"
-    if manifest_path.is_file():
-        manifest = read_json(manifest_path)
-        return ChannelSet(str(root), key, True, manifest["counts"], manifest["vocabulary_size"], 0.0)
-    frame = subsample(frame, max_reviews_per_class, settings.seed)
-    with atomic_dir(root) as tmp:
-        manifest = _build(frame, settings, tmp, key, dataset_sha256)
-        atomic_write_json(tmp / "manifest.json", manifest)
+    key = channel_key(dataset_uri, parameters)
+    prefix = f"channels/{key}"
+    frame = read_dataset(store, dataset_uri)
+    with store.publish_dir(prefix) as folder:
+        manifest = build_channels(frame, parameters, folder, key)
     return ChannelSet(
-        str(root), key, False, manifest["counts"], manifest["vocabulary_size"], time.perf_counter() - started
+        key=key,
+        channels={name: store.uri(f"{prefix}/{name}") for name in CHANNEL_FILES},
+        manifest_uri=store.uri(f"{prefix}/{MANIFEST}"),
+        counts=manifest["counts"],
+        vocabulary_size=manifest["vocabulary_size"],
+        seconds=round(time.perf_counter() - started, 3),
     )
 
 
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-@task(name="prepare-channels", **STAGE_OPTIONS, **LOCAL_RETRIES)
+@task(**local_stage("prepare-channels"), **stage_cache(*PREPROCESSING_CODE))
 def prepare_task(
-    settings: Settings, dataset: str, archive_sha256: str, max_reviews_per_class: int | None
+    dataset_uri: str,
+    vocab_size: int,
+    max_len: int,
+    validation_fraction: float,
+    seed: int,
+    max_reviews_per_class: int | None,
+    backend: str,
 ) -> ChannelSet:
-    """Tokenize, build the vocabulary and write the train/validation/test channels (cached)."""
-    logger = get_run_logger()
-    channels = prepare_channels(pd.read_parquet(dataset), archive_sha256, settings, max_reviews_per_class)
-    if channels.cached:
-        logger.info("preprocess: cache hit %s — no preprocessing work done", channels.root)
-    else:
-        rate = sum(channels.counts.values()) / max(channels.seconds, 1e-9)
-        logger.info(
-            "preprocess: %s in %.1f s (%.0f reviews/s) → %s",
-            channels.counts,
-            channels.seconds,
-            rate,
-            channels.root,
-        )
+    """Tokenize, build the vocabulary and publish the train/validation/test channels to the artifact store."""
+    from prefect.artifacts import create_table_artifact
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_store
+    from core.config import get_settings
+
+    settings = get_settings(
+        "parameter",
+        backend=backend,
+        vocab_size=vocab_size,
+        max_len=max_len,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
+    parameters = ChannelParameters(
+        settings.vocab_size, settings.max_len, settings.validation_fraction, settings.seed, max_reviews_per_class
+    )
+    channels = prepare_channels(get_store(settings), dataset_uri, parameters)
+    rate = sum(channels.counts.values()) / max(channels.seconds, 1e-9)
+    get_run_logger().info(
+        "preprocess: %s in %.1f s (%.0f reviews/s) → %s",
+        channels.counts, channels.seconds, rate, channels.manifest_uri.rsplit("/", 1)[0],
+    )  # fmt: skip
     create_table_artifact(
         key="channels",
-        table=[{"channel": name, "rows": rows} for name, rows in channels.counts.items()],
+        table=[
+            {"channel": name, "rows": rows, "uri": channels.channels[name]} for name, rows in channels.counts.items()
+        ],
         description=f"Training channels {channels.key} (vocabulary {channels.vocabulary_size})",
     )
     return channels

@@ -2,10 +2,11 @@
 
 The table has one row per review file — ``split, label, id, rating, review``. :func:`build_suite` declares
 what a sound aclImdb dataset looks like, :func:`validate_dataset` runs it in an ephemeral GX context (no
-files, no network, no progress bars) and writes ``validation.json`` plus GX's Data Docs into the run's
-folder, :func:`raise_for_failures` turns a failed report into one :class:`~core.errors.DataError` that
+files, no network, no progress bars) and writes ``validation.json`` plus GX's Data Docs into a folder,
+:func:`raise_for_failures` turns a failed report into one :class:`~core.errors.DataError` that
 names every failed check with its observed value, and :func:`validation_markdown` renders the Prefect
-artifact; ``validate_task`` is the Prefect stage around them.
+artifact; ``validate_task`` is the Prefect stage around them: it reads the table from the artifact store and
+publishes the report there (``validation/<key>/``, keyed by the dataset, the limits and this code).
 
 ``great_expectations`` takes seconds to import, so it is imported on first use, not with this module.
 """
@@ -18,17 +19,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from prefect import task
-from prefect.artifacts import create_markdown_artifact
-from prefect.logging import get_run_logger
 
 from core.config import Settings
 from core.errors import DataError
-from core.io import atomic_dir, atomic_write_json
-from tasks.policies import NO_RETRIES, STAGE_CACHE_POLICY
+from core.io import atomic_dir, atomic_write_json, local_path, sha256_text
+from tasks.policies import code_fingerprint, once_stage, stage_cache
 
 if TYPE_CHECKING:
+    import pandas as pd
     from great_expectations import ExpectationSuite
     from great_expectations.core import ExpectationValidationResult
 
@@ -69,8 +68,8 @@ class ValidationReport:
     success: bool
     results: list[CheckResult]
     statistics: dict[str, Any]
-    report_path: Path | None = None
-    data_docs_index: Path | None = None
+    report_path: Path | str | None = None  # a local path, or the store URI it was published to
+    data_docs_index: Path | str | None = None
     source: str | None = None
 
     @property
@@ -215,6 +214,8 @@ def build_suite(settings: Settings) -> ExpectationSuite:
 
 def _with_lengths(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` plus :data:`LENGTH_COLUMN` (NaN for missing or non-text reviews); as is without ``review``."""
+    import pandas as pd
+
     if "review" not in df.columns:
         return df
     reviews = df["review"]
@@ -300,12 +301,17 @@ def _check_result(result: ExpectationValidationResult) -> CheckResult:
 
 
 def validate_dataset(
-    df: pd.DataFrame, settings: Settings, report_dir: Path, source: str | None = None
+    df: pd.DataFrame,
+    settings: Settings,
+    report_dir: Path,
+    source: str | None = None,
+    published_as: str | None = None,
 ) -> ValidationReport:
     """Run :func:`build_suite` on ``df``; write ``validation.json`` and ``data_docs/`` into ``report_dir``.
 
     Failed expectations do not raise: they are in the returned report (see :func:`raise_for_failures`).
-    ``source`` names the dataset in messages.
+    ``source`` names the dataset in messages; ``published_as`` is where ``report_dir`` will be published (a store
+    URI), so the report names that place instead of the temporary folder.
     """
     gx = _gx()
     started = time.perf_counter()
@@ -342,12 +348,21 @@ def validate_dataset(
         success=all(r.success for r in results),
         results=results,
         statistics=statistics,
-        report_path=report_dir / REPORT_FILE,
-        data_docs_index=report_dir / DOCS_DIR / "index.html",
+        report_path=_located(published_as, REPORT_FILE) or report_dir / REPORT_FILE,
+        data_docs_index=_located(published_as, f"{DOCS_DIR}/index.html") or report_dir / DOCS_DIR / "index.html",
         source=source,
     )
     atomic_write_json(report_dir / REPORT_FILE, report.to_dict())
     return report
+
+
+def _located(base_uri: str | None, relative: str) -> Path | str | None:
+    """``base_uri/relative`` as the user can open it: a local path for ``file://``, else the URI."""
+    if base_uri is None:
+        return None
+    uri = f"{base_uri.rstrip('/')}/{relative}"
+    path = local_path(uri) if uri.startswith("file://") else None
+    return path if path is not None else uri
 
 
 def failure_message(report: ValidationReport) -> str:
@@ -395,15 +410,39 @@ def validation_markdown(report: ValidationReport) -> str:
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-# Keyed on the dataset and settings, not on where this run writes its report: a cache hit returns the earlier
-# report's location.
-@task(name="validate-dataset", cache_policy=STAGE_CACHE_POLICY - "report_dir", persist_result=True, **NO_RETRIES)
-def validate_task(settings: Settings, dataset: str, report_dir: str) -> dict:
+@task(**once_stage("validate-dataset"), **stage_cache("tasks.data.validate"))
+def validate_task(
+    dataset_uri: str, expected_rows_per_split: int, min_review_chars: int, max_review_chars: int, backend: str
+) -> dict[str, Any]:
     """Run the Great Expectations suite; stop the flow with every failed expectation named."""
-    report = validate_dataset(pd.read_parquet(dataset), settings, Path(report_dir), source=dataset)
+    from prefect.artifacts import create_markdown_artifact
+    from prefect.logging import get_run_logger
+
+    from backends.base import get_store
+    from core.config import get_settings
+    from tasks.data.load import read_dataset
+
+    settings = get_settings(
+        "parameter",
+        backend=backend,
+        expected_rows_per_split=expected_rows_per_split,
+        min_review_chars=min_review_chars,
+        max_review_chars=max_review_chars,
+    )
+    store = get_store(settings)
+    limits = f"{expected_rows_per_split}:{min_review_chars}:{max_review_chars}"
+    prefix = f"validation/{sha256_text(dataset_uri, limits, code_fingerprint('tasks.data.validate'))[:20]}"
+    frame = read_dataset(store, dataset_uri)
+    with store.publish_dir(prefix) as folder:
+        report = validate_dataset(frame, settings, folder, source=dataset_uri, published_as=store.uri(prefix))
     create_markdown_artifact(
         key="data-validation", markdown=validation_markdown(report), description="IMDB dataset validation"
     )
     raise_for_failures(report)
-    get_run_logger().info("validate: all %d checks passed (report in %s)", len(report.results), report_dir)
-    return {"checks": len(report.results), "report_dir": report_dir}
+    get_run_logger().info("validate: all %d checks passed (report %s)", len(report.results), report.report_path)
+    return {
+        "checks": len(report.results),
+        "report": str(report.report_path),
+        "data_docs": str(report.data_docs_index),
+        "report_uri": store.uri(f"{prefix}/{REPORT_FILE}"),
+    }

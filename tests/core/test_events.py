@@ -1,4 +1,4 @@
-"""The one event vocabulary: resource ids, and emitters that stay silent without a Prefect API."""
+"""The one event vocabulary: resource ids, and an emitter that stays silent without a Prefect API."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pytest
 
+import core.events
 from core.events import (
     DEPLOYED_EVENT,
-    InvocationEvents,
     emit_endpoint_event,
     endpoint_from_resource,
     endpoint_resource_id,
@@ -23,9 +23,9 @@ def test_resource_ids_round_trip() -> None:
     assert endpoint_resource_id("ep") == endpoint_resource_id("sentiflow.endpoint.ep") == "sentiflow.endpoint.ep"
 
 
-def test_invocation_events_are_off_without_a_prefect_api(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert not InvocationEvents().invoked("ep")
+def test_endpoints_emit_nothing_when_invoked() -> None:
+    """Idle detection asks the endpoint (/stats, CloudWatch); no invocation event exists any more."""
+    assert not hasattr(core.events, "InvocationEvents") and not hasattr(core.events, "INVOKED_EVENT")
 
 
 @dataclass

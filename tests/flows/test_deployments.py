@@ -1,26 +1,23 @@
 """Acceptance of the real deployments in ``prefect.yaml`` against a real Prefect server and worker.
 
 Fixtures (server, deploy, worker, notification receiver) come from ``tests/fixtures/prefect.py``; the
-worker's environment makes a default ``train-and-deploy`` run small (synthetic archive, one epoch). The module
-is skipped until the flows of ``train-and-deploy`` and ``teardown-idle-endpoints`` exist.
+worker's environment makes a default ``train-and-deploy`` run small (synthetic archive, one epoch). What any
+deployment shows (notifications, the UI's Retry mechanics, triggers, approval) is tested once, on fixture flows,
+in ``tests/sentiflow/ops/test_operations_e2e.py``; here only what needs the real pipeline.
 """
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 
 from tests.fixtures.prefect_helpers import (
     PrefectStack,
-    Receiver,
-    free_port,
     quick_run_from_ui,
     real_deployments_available,
     retry_like_the_ui,
     run_deployment_now,
-    serve_directory,
     task_runs_of,
     wait_for_final_state,
     wait_until,
@@ -60,72 +57,25 @@ def test_real_deployments_register_with_their_schedules(prefect_deployed: list[s
         assert _deployment(EVALUATE).schedules == []
 
 
-def test_worker_completes_a_triggered_train_and_deploy(prefect_worker: int) -> None:
-    run_id = run_deployment_now(TRAIN, {"teardown_after": True})
-    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
-    assert run.state.type.value == "COMPLETED", run.state.message
-
-
-def test_failed_run_notifies_then_ui_retry_skips_completed_stages(
-    prefect_worker: int, notify_receiver: Receiver, synthetic_archive: Path, tmp_path: Path
-) -> None:
-    import shutil
-
-    from core.io import sha256_file
-
-    port = free_port()
-    name = f"imdb-{uuid.uuid4().hex[:8]}.tar.gz"
-    parameters = {
-        "source": f"http://127.0.0.1:{port}/{name}",
-        "sha256": sha256_file(synthetic_archive),
-        "teardown_after": True,
-    }
-    run_id = run_deployment_now(TRAIN, parameters)
-    run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
-    assert run.state.type.value == "FAILED"
-
-    def notification() -> dict | None:
-        return next((r["json"] for r in notify_receiver.received() if str(run_id) in str(r["json"])), None)
-
-    text = wait_until(notification, timeout=60, what="the failure notification")["text"]
-    for expected in ("Flow: sentiflow-pipeline", "Deployment: train-and-deploy", f"Run: {run.name}"):
-        assert expected in text
-    assert "Failed task: download" in text
-    assert "Error: " in text and f"/runs/flow-run/{run_id}" in text
-
-    first_attempt = {t.id: t for t in task_runs_of(run_id)}
-    completed_before = {t.task_key for t in first_attempt.values() if t.state.type.value == "COMPLETED"}
-    shutil.copy(synthetic_archive, tmp_path / name)
-    with serve_directory(tmp_path, port=port):  # the fix: the data URL answers now
-        retry_like_the_ui(run_id)
-        run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
-    assert run.state.type.value == "COMPLETED", run.state.message
-    second_attempt = [t for t in task_runs_of(run_id) if t.id not in first_attempt]
-    states = {t.task_key: t.state.name for t in second_attempt}
-    for key in completed_before:
-        assert states.get(key) == "Cached", (key, states)
-    assert any(t.name.startswith("download") and t.state.name == "Completed" for t in second_attempt)
-
-
 def test_retry_after_a_late_failure_skips_the_stages_that_completed(
     prefect_worker: int, prefect_server: PrefectStack, synthetic_archive: Path
 ) -> None:
-    """The artifact store cannot take the channels (a file stands where their folder goes), so the run fails at
-    upload after four stages completed; once the file is gone, a retry from the UI reuses those four."""
+    """The artifact store cannot take the channels (a file stands where their entry goes), so the run fails at
+    preprocessing after three stages completed; once the file is gone, a retry from the UI reuses those three —
+    in the same flow run, from Prefect's cache, as any worker would."""
+    from backends.local.storage import LocalArtifactStore
     from core.config import Settings
     from core.io import sha256_file
-    from tasks.data.prepare import channel_key
+    from tasks.data.load import dataset_key
+    from tasks.data.prepare import ChannelParameters, channel_key
     from tests.fixtures.prefect import small_pipeline_env
 
-    per_class = 90  # channels no other run of the session has uploaded
+    per_class = 90  # channels no other run of the session has published
     env = small_pipeline_env(synthetic_archive)
-    worker_settings = Settings(
-        home=prefect_server.settings.home,
-        vocab_size=int(env["SENTIFLOW_VOCAB_SIZE"]),
-        max_len=int(env["SENTIFLOW_MAX_LEN"]),
-    )
-    key = channel_key(sha256_file(synthetic_archive), worker_settings, per_class)
-    blocker = worker_settings.store_dir / "channels" / key
+    store = LocalArtifactStore(Settings(home=prefect_server.settings.home).store_dir)
+    parameters = ChannelParameters(int(env["SENTIFLOW_VOCAB_SIZE"]), int(env["SENTIFLOW_MAX_LEN"]), 0.1, 42, per_class)
+    key = channel_key(store.uri(dataset_key(sha256_file(synthetic_archive))), parameters)
+    blocker = store.root / "channels" / key
     blocker.parent.mkdir(parents=True, exist_ok=True)
     blocker.write_text("not a folder: the upload stage cannot write below this path")
 
@@ -134,16 +84,16 @@ def test_retry_after_a_late_failure_skips_the_stages_that_completed(
     assert run.state.type.value == "FAILED"
     first_attempt = {t.id: t for t in task_runs_of(run_id)}
     completed = {t.name.rsplit("-", 1)[0] for t in first_attempt.values() if t.state.type.value == "COMPLETED"}
-    assert completed >= {"download", "load-dataset", "validate-dataset", "prepare-channels"}
+    assert completed >= {"download", "load-dataset", "validate-dataset"} and "prepare-channels" not in completed
 
     blocker.unlink()  # the fix
     retry_like_the_ui(run_id)
     run = wait_for_final_state(run_id, timeout=PIPELINE_TIMEOUT)
     assert run.state.type.value == "COMPLETED", run.state.message
     second = {t.name.rsplit("-", 1)[0]: t.state.name for t in task_runs_of(run_id) if t.id not in first_attempt}
-    for stage in ("download", "load-dataset", "validate-dataset", "prepare-channels"):
+    for stage in ("download", "load-dataset", "validate-dataset"):
         assert second.get(stage) == "Cached", (stage, second)
-    assert second.get("upload-channels") == "Completed", second
+    assert second.get("prepare-channels") == "Completed", second
 
 
 def test_ui_run_button_starts_train_and_deploy_to_completion(prefect_worker: int, prefect_server: PrefectStack) -> None:

@@ -2,18 +2,61 @@
 
 moto plays the AWS control plane; the moto world (tests/fixtures/aws.py, tests/fixtures/moto_world.py) fills
 in what moto does not do by running the real code: ``model/train.py`` for the training job and
-``model.inference`` for the batch transform. The test asserts the important fields of every request.
+``model.inference`` for the batch transform. :func:`play_endpoints` does the same for sagemaker-runtime's
+InvokeEndpoint — the functions the PyTorch serving container calls, on the endpoint's model data — so the
+serving-parity stage really goes through the endpoint. The test asserts the important fields of every request.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import tarfile
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.fixtures.moto_world import MotoWorld
+from tests.fixtures.moto_world import MotoWorld, split_s3
 from tests.fixtures.synthetic import write_archive
+
+
+def play_endpoints(world: MotoWorld, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Answer InvokeEndpoint with the endpoint's own model (input_fn → predict_fn → output_fn); returns the list
+    the names of invoked endpoints are appended to."""
+    from moto.sagemakerruntime.models import SageMakerRuntimeBackend
+
+    from model.inference import input_fn, model_fn, output_fn, predict_fn
+
+    models: dict[str, Any] = {}
+    invoked: list[str] = []
+
+    def load(endpoint_name: str) -> Any:
+        sagemaker = world.sagemaker_backend()
+        config = sagemaker.endpoint_configs[sagemaker.endpoints[endpoint_name].endpoint_config_name]
+        model_data = sagemaker.models[config.production_variants[0]["ModelName"]].primary_container["ModelDataUrl"]
+        if model_data not in models:
+            folder = Path(tempfile.mkdtemp(prefix="moto-endpoint-"))
+            bucket, key = split_s3(model_data)
+            world.client("s3").download_file(bucket, key, str(folder / "model.tar.gz"))
+            with tarfile.open(folder / "model.tar.gz") as tar:
+                tar.extractall(folder / "model", filter="data")
+            models[model_data] = model_fn(str(folder / "model"))
+        return models[model_data]
+
+    def invoke_endpoint(self: Any, endpoint_name: str, unique_repr: bytes) -> tuple[str, str, str, str]:
+        request = json.loads(base64.b64decode(unique_repr))
+        invoked.append(endpoint_name)
+        model = load(endpoint_name)
+        accept = request.get("Accept") or "application/json"
+        out = output_fn(predict_fn(input_fn(request["Body"], "application/json"), model), accept)
+        body = out[0] if isinstance(out, tuple) else out  # (body, media type) in the toolkit contract
+        return body.decode() if isinstance(body, bytes) else body, accept, "AllTraffic", ""
+
+    monkeypatch.setattr(SageMakerRuntimeBackend, "invoke_endpoint", invoke_endpoint)
+    return invoked
+
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_api"), pytest.mark.timeout(900)]
 
@@ -34,12 +77,18 @@ def test_pipeline_runs_on_aws(moto_world: MotoWorld, tmp_path: Path, monkeypatch
     for key, value in environment.items():
         monkeypatch.setenv(key, value)
 
+    invoked = play_endpoints(moto_world, monkeypatch)
     summary = pipeline(source=str(write_archive(tmp_path, per_class=100)), backend="aws")
 
     assert summary["backend"] == "aws" and summary["promoted"], summary["gate"]
-    assert summary["evaluation"]["model"]["accuracy"] >= 0.8 and summary["parity"]["passed"]
+    assert summary["evaluation"]["model"]["accuracy"] >= 0.8
+    endpoint_name = summary["promotion"]["endpoint"]["name"]
+    assert summary["parity"]["passed"] and summary["parity"]["checked"] == 50
+    assert invoked.count(endpoint_name) == 50  # one InvokeEndpoint per review, through the candidate endpoint
     bucket = moto_world.bucket
-    assert all(uri.startswith(f"s3://{bucket}/") for uri in summary["data"]["uploaded"]["channels"].values())
+    data = summary["data"]
+    uris = [data["archive"]["uri"], data["dataset"]["uri"], *data["channels"]["channels"].values()]
+    assert all(uri.startswith(f"s3://{bucket}/") for uri in uris), uris  # every stage hand-off is in S3
 
     sagemaker = moto_world.client("sagemaker")
     job = sagemaker.describe_training_job(TrainingJobName=summary["training"]["job_name"])
@@ -54,7 +103,6 @@ def test_pipeline_runs_on_aws(moto_world: MotoWorld, tmp_path: Path, monkeypatch
     job_tags = {t["Key"]: t["Value"] for t in sagemaker.list_tags(ResourceArn=job["TrainingJobArn"])["Tags"]}
     assert job_tags["project"] == "sentiflow"
 
-    endpoint_name = summary["promotion"]["endpoint"]["name"]
     endpoint = sagemaker.describe_endpoint(EndpointName=endpoint_name)
     assert endpoint["EndpointStatus"] == "InService"
     config = sagemaker.describe_endpoint_config(EndpointConfigName=endpoint["EndpointConfigName"])

@@ -12,7 +12,7 @@ from tasks.train import (
     epoch_table,
     job_name_for,
     plot_history,
-    run_training_stage,
+    train,
     training_hyperparameters,
     training_report,
 )
@@ -44,56 +44,49 @@ def test_hyperparameters_are_settings_with_overrides(settings: Settings) -> None
 
 @pytest.mark.parametrize(
     ("overrides", "message"),
-    [({"epochs": 0}, "epochs"), ({"architecture": "gpt"}, "'gpt' is unknown"), ({"dropuot": 0.1}, "dropuot")],
+    [
+        ({"epochs": 0}, "epochs"),
+        ({"architecture": "gpt"}, "--architecture='gpt' is invalid"),
+        ({"dropuot": 0.1}, "dropuot"),
+    ],
 )
 def test_bad_hyperparameters_are_config_errors(settings: Settings, overrides: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         training_hyperparameters(settings, overrides)
 
 
-def test_job_name_follows_channel_content_code_and_hyperparameters(tmp_path: Path) -> None:
-    a = write_channels(tmp_path / "a", per_class=20, seed=1)
-    b = write_channels(tmp_path / "b", per_class=20, seed=1)  # same content, other folder
-    c = write_channels(tmp_path / "c", per_class=20, seed=2)
-    uris = {
-        name: {"train": (root / "train").as_uri(), "validation": (root / "validation").as_uri()}
-        for name, root in zip("abc", (a, b, c), strict=True)
-    }
-    name = job_name_for(uris["a"], TINY, "code1")
-    assert name == job_name_for(uris["b"], TINY, "code1")
-    assert name != job_name_for(uris["c"], TINY, "code1")
-    assert name != job_name_for(uris["a"], {**TINY, "epochs": 2}, "code1")
-    assert name != job_name_for(uris["a"], TINY, "code2")
+def test_job_name_follows_channels_code_and_hyperparameters() -> None:
+    uris = {"train": "file:///s/channels/k1/train", "validation": "file:///s/channels/k1/validation"}
+    other = {"train": "file:///s/channels/k2/train", "validation": "file:///s/channels/k2/validation"}
+    name = job_name_for(uris, TINY, "code1")
+    assert name == job_name_for(dict(reversed(list(uris.items()))), TINY, "code1")
+    assert name != job_name_for(other, TINY, "code1")  # channel URIs are content addresses
+    assert name != job_name_for(uris, {**TINY, "epochs": 2}, "code1")
+    assert name != job_name_for(uris, TINY, "code2")
     assert len(name) <= 63 and name.replace("-", "").isalnum()
 
 
-@pytest.mark.e2e  # training jobs in a child process
-def test_rerun_with_same_inputs_reuses_the_finished_job(
+@pytest.mark.e2e  # a training job in a child process
+def test_train_runs_one_job_on_the_store_channels(
     settings: Settings, store: LocalArtifactStore, tmp_path: Path
 ) -> None:
     uris = _put_channels(store, write_channels(tmp_path / "made", per_class=60), "k1")
-    trainer = LocalTrainer(settings, store)
     lines: list[str] = []
-    first, reused = run_training_stage(trainer, store, uris, TINY, lines.append)
-    assert not reused and any(line.startswith("epoch 1/1") for line in lines)
-    log_file = settings.home / "jobs" / first.job_name / "output" / "train.log"
-    stamp = log_file.stat().st_mtime_ns
+    result = train(LocalTrainer(settings, store), uris, TINY, lines.append)
+    assert any(line.startswith("epoch 1/1") for line in lines)
+    assert store.exists(store.key_from_uri(result.model_uri)) and result.hyperparameters == TINY
 
-    lines.clear()
-    second, reused = run_training_stage(trainer, store, uris, TINY, lines.append)
-    assert reused and second == first
-    assert lines == [
-        f"reusing finished training job {first.job_name} (same data, code and hyperparameters): {first.model_uri}"
-    ]
-    assert log_file.stat().st_mtime_ns == stamp
 
-    third, reused = run_training_stage(trainer, store, uris, {**TINY, "seed": 9}, lambda line: None)
-    assert not reused and third.job_name != first.job_name
+def test_hyperparameter_errors_name_the_flag_or_the_parameter(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"^--epochs=0 is invalid"):
+        training_hyperparameters(settings, {"epochs": 0})
+    with pytest.raises(ConfigError, match=r"^flow parameter epochs=0 is invalid"):
+        training_hyperparameters(settings, {"epochs": 0}, origin="parameter")
 
 
 def test_missing_validation_channel_is_a_config_error(settings: Settings, store: LocalArtifactStore) -> None:
     with pytest.raises(ConfigError, match="validation"):
-        run_training_stage(LocalTrainer(settings, store), store, {"train": "file:///x"}, TINY, print)
+        train(LocalTrainer(settings, store), {"train": "file:///x"}, TINY, print)
 
 
 def test_report_embeds_the_png_plot() -> None:
@@ -103,7 +96,7 @@ def test_report_embeds_the_png_plot() -> None:
 
     metrics = {"history": HISTORY, "best_epoch": 2, "epochs_run": 2, "val_loss": 0.45, "val_accuracy": 0.8}
     result = TrainingResult("job-x", "file:///m.tar.gz", metrics, TINY, 6.0)
-    markdown = training_report(result, reused=False, png=png)
+    markdown = training_report(result, png=png)
     assert "`job-x`" in markdown and "val_accuracy 0.8000" in markdown
     assert "](data:image/png;base64,iVBORw0KGgo" in markdown
     assert epoch_table(HISTORY)[1] == {
@@ -128,7 +121,10 @@ def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
 
     @flow(name="train-e2e")
     def train_flow() -> object:
-        return train_model(settings, uris, {"epochs": 2, "embedding_dim": 8, "hidden_dim": 8, "num_threads": 1})
+        hyperparameters = training_hyperparameters(
+            settings, {"epochs": 2, "embedding_dim": 8, "hidden_dim": 8, "num_threads": 1}
+        )
+        return train_model(uris, hyperparameters, 1, "local")
 
     result = train_flow()
     assert result.hyperparameters["epochs"] == 2 and result.hyperparameters["architecture"] == "bilstm-pool"

@@ -1,17 +1,29 @@
-"""sentiflow's Prefect operations against a real server and worker (fixture flows; no torch, no data).
+"""sentiflow's Prefect operations against a real server and worker (fixture flows; no torch).
 
-The same behaviours against the real ``train-and-deploy`` pipeline are in ``tests/flows/test_deployments.py``.
+The server's life cycle as a user drives it (``sentiflow prefect server|worker|status|down``, subprocesses with
+their own home and port), then the session's server and worker: deployments, notifications, the UI's Retry,
+the idle trigger, approval, zombie runs, and the data stage run again and again under the worker. What only the
+real ``train-and-deploy`` pipeline shows is in ``tests/flows/test_deployments.py``.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
+from core import processes
+from core.config import Settings
 from sentiflow.ops import FAILURE_AUTOMATION, WORK_POOL, ZOMBIE_AUTOMATION
 from sentiflow.ops.deploy import deploy_all
+from sentiflow.ops.server import read_server
+from sentiflow.ops.worker import read_worker
 from tests.fixtures.prefect_helpers import (
     FIXTURE_PREFECT_FILE,
     PROJECT_ROOT,
@@ -30,6 +42,57 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 FIXTURE = "fixture-pipeline/fixture"
 FIXTURE_TEARDOWN = "fixture-teardown/fixture-teardown"
+FIXTURE_DATA = "fixture-data-repeatedly/fixture-data-repeatedly"
+
+
+def _sentiflow(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["SENTIFLOW_HOME"] = str(home)
+    command = [sys.executable, "-c", "from sentiflow.cli import main; main()", "prefect", *args]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=400, check=False)
+
+
+def test_server_worker_status_down_lifecycle(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    settings = Settings(home=home)
+    port = free_port()
+    try:
+        started = _sentiflow(home, "server", "--port", str(port))
+        assert started.returncode == 0, started.stderr
+        assert f"Prefect UI:  http://127.0.0.1:{port}" in started.stdout
+        # started by Prefect's own command (its pid file), database under SENTIFLOW_HOME, the UI on this port
+        assert (home / "prefect" / "server.pid").read_text().strip() == str(read_server(settings).pid)
+        ui_settings = httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()
+        assert ui_settings["api_url"] == f"http://127.0.0.1:{port}/api"
+        assert (home / "prefect" / "prefect.db").is_file()
+
+        again = _sentiflow(home, "server", "--port", str(port))  # idempotent
+        assert again.returncode == 0, again.stderr
+        assert read_server(settings) is not None
+
+        worker = _sentiflow(home, "worker")
+        assert worker.returncode == 0, worker.stderr
+        worker_info = read_worker(settings)
+        assert worker_info is not None
+
+        status = _sentiflow(home, "status")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "healthy" in status.stdout
+
+        server_pid = json.loads((home / "prefect" / "sentiflow-server.json").read_text())["pid"]
+        worker_log = home / "prefect" / "worker.log"
+        # on a busy machine the worker may still be importing Prefect: let it start (and log) before stopping it
+        wait_until(lambda: "Worker" in worker_log.read_text(), timeout=120, what="the worker's first log line")
+        down = _sentiflow(home, "down")
+        assert down.returncode == 0, down.stderr
+        assert not processes.pid_alive(worker_info.pid)
+        assert not processes.pid_alive(server_pid)
+        assert not (home / "prefect" / "server.pid").exists()
+        assert "worker stopped" in down.stdout and "server stopped" in down.stdout
+        assert "Worker" in worker_log.read_text()  # it ran and logged
+        assert "server: not running" in _sentiflow(home, "status").stdout
+    finally:
+        _sentiflow(home, "down")
 
 
 def _deployment(name: str):  # noqa: ANN202 - prefect response model
@@ -124,21 +187,18 @@ def test_failed_run_notifies_and_ui_retry_skips_completed_stages(
     assert fetch and fetch[0].state.name == "Completed"
 
 
-def test_idle_endpoint_trigger_starts_teardown_for_that_endpoint_only(
+def test_idle_window_trigger_starts_teardown_for_that_endpoint_only(
     prefect_worker: int, prefect_server: PrefectStack
 ) -> None:
     from prefect.events import emit_event
 
-    from core.events import InvocationEvents
     from tests.fixtures.prefect_helpers import read_flow_run
 
     suffix = uuid.uuid4().hex[:8]
-    idle, busy = f"sentiflow.endpoint.idle-{suffix}", f"sentiflow.endpoint.busy-{suffix}"
-    for resource in (idle, busy):
+    idle, gone = f"sentiflow.endpoint.idle-{suffix}", f"sentiflow.endpoint.gone-{suffix}"
+    for resource in (idle, gone):
         emit_event("sentiflow.endpoint.deployed", resource={"prefect.resource.id": resource})
-    invocations = InvocationEvents(min_interval_s=3600, enabled=True)
-    assert invocations.invoked(busy.removeprefix("sentiflow.endpoint."))
-    assert not invocations.invoked(busy)  # throttled: one event per interval
+    emit_event("sentiflow.endpoint.deleted", resource={"prefect.resource.id": gone})  # deleted: nothing to check
 
     def teardown_runs() -> list:
         from prefect.client.orchestration import get_client
@@ -149,22 +209,13 @@ def test_idle_endpoint_trigger_starts_teardown_for_that_endpoint_only(
             runs = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
             )
-        return [r for r in runs if r.parameters.get("endpoint") in (idle, busy)]
+        return [r for r in runs if r.parameters.get("endpoint") in (idle, gone)]
 
     runs = wait_until(teardown_runs, timeout=120, what="the idle-teardown trigger to start a run", interval=2)
     run = wait_for_final_state(runs[0].id, timeout=120)
     assert run.state.type.value == "COMPLETED"
     assert read_flow_run(run.id).parameters["endpoint"] == idle
     assert [r.parameters["endpoint"] for r in teardown_runs()] == [idle]
-
-
-def test_ui_run_button_starts_a_flow_run_that_completes(prefect_worker: int, prefect_server: PrefectStack) -> None:
-    from tests.fixtures.prefect_helpers import quick_run_from_ui
-
-    deployment = _deployment(FIXTURE_TEARDOWN)
-    run_id = quick_run_from_ui(prefect_server.ui_url, deployment.id, deployment.name)
-    run = wait_for_final_state(run_id, timeout=180)
-    assert run.state.type.value == "COMPLETED", run.state.message
 
 
 def test_approval_gate_pauses_until_a_reviewer_decides(prefect_worker: int) -> None:
@@ -221,3 +272,17 @@ def test_running_flow_run_without_heartbeats_is_marked_crashed_and_notified(
 
     text = wait_until(notification, timeout=60, what="the crash notification")["text"]
     assert "State: Crashed" in text and "Failed task: unknown" in text
+
+
+def test_the_data_stage_runs_again_and_again_under_the_worker(prefect_worker: int, tmp_path: Path) -> None:
+    """Preprocessing in a worker-run flow (Prefect's threads all around it), several times in one run: each run of
+    the stage has a time limit, so a hang fails the run naming the stage instead of hanging here."""
+    from core.io import sha256_file
+    from tests.fixtures.synthetic import write_archive
+
+    archive = write_archive(tmp_path, per_class=600, name="many.tar.gz")  # enough rows for a pool, if there were one
+    run_id = run_deployment_now(FIXTURE_DATA, {"source": str(archive), "sha256": sha256_file(archive), "times": 4})
+    run = wait_for_final_state(run_id, timeout=900)
+    assert run.state.type.value == "COMPLETED", run.state.message
+    prepared = [t for t in task_runs_of(run_id) if t.name.startswith("prepare-channels")]
+    assert len(prepared) == 4 and all(t.state.name == "Completed" for t in prepared)

@@ -13,7 +13,7 @@ from core.errors import ConfigError, SentiflowError
 from sentiflow.cli import app
 from sentiflow.ops.deploy import idle_seconds, render_prefect_file
 from sentiflow.ops.notifications import classify_notify_url, notification_block_for
-from sentiflow.ops.server import resolve_api_url, server_env, start_server
+from sentiflow.ops.server import resolve_api_url, server_env, start_server, write_logging_configs
 from tests.fixtures.prefect_helpers import PROJECT_ROOT
 
 
@@ -86,6 +86,37 @@ def test_server_env_pins_port_for_api_and_ui_and_disables_telemetry(tmp_path: Pa
     assert env["PREFECT_API_URL"] == env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4555/api"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
     assert Path(env["PREFECT_HOME"]).is_absolute() and env["PREFECT_HOME"].startswith(str(tmp_path))
+
+
+def test_the_background_server_logs_to_a_file_never_to_its_pipes(tmp_path: Path) -> None:
+    """`prefect server start --background` leaves the server's stdout/stderr on pipes nobody reads: every log
+    handler of Prefect's and of uvicorn's must write to the log file instead."""
+    import json
+
+    settings = Settings(home=tmp_path / "home")
+    env = server_env(settings, "127.0.0.1", 4555)
+    log = tmp_path / "home" / "prefect" / "server.log"
+    (tmp_path / "home" / "prefect").mkdir(parents=True)
+    write_logging_configs(settings, log)
+    prefect_config = yaml.safe_load(Path(env["PREFECT_LOGGING_SETTINGS_PATH"]).read_text())
+    uvicorn_config = json.loads(Path(env["UVICORN_LOG_CONFIG"]).read_text())
+    for config in (prefect_config, uvicorn_config):
+        for handler in config["handlers"].values():
+            assert "stream" not in handler, handler
+            if handler["class"].endswith(("StreamHandler", "ConsoleHandler")):
+                raise AssertionError(f"a console handler is left: {handler}")
+    assert prefect_config["handlers"]["console"]["filename"] == str(log)
+    assert prefect_config["root"]["handlers"] == ["console"]
+    assert {uvicorn_config["handlers"]["file"]["filename"]} == {str(log)}
+
+
+def test_deploy_without_a_server_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.fixtures.cli import run_cli
+
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path / "home", "prefect", "deploy")
+    assert code == 2 and err.startswith("error: no Prefect server") and "Traceback" not in out + err
 
 
 def test_no_server_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
