@@ -39,6 +39,7 @@ BAD_VALUES: dict[str, str] = {
     "serve_max_body_bytes": "0",
     "serve_max_reviews": "0",
     "api_port": "65536",
+    "transform_max_payload_mb": "101",
     "idle_minutes": "0",
     "max_age_hours": "-2",
     "notify_url": "hooks.slack.com/no-scheme",

@@ -11,7 +11,7 @@ def test_ranks_sets_the_instance_count_the_stages_read(monkeypatch: pytest.Monke
     from core.config import get_settings
 
     monkeypatch.setenv("SENTIFLOW_TRAIN_INSTANCE_COUNT", "1")  # restored afterwards
-    monkeypatch.setattr(cli, "configure_flow_run", lambda settings: None)
+    monkeypatch.setattr(cli, "configure_flow_run", lambda settings, echo=None: None)
     seen: dict[str, int] = {}
 
     class Done(Exception):
