@@ -162,11 +162,17 @@ def local_path(uri: str) -> Path | None:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path, what: str, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+def file_lock(
+    path: Path,
+    what: str,
+    on_wait: Callable[[str], None] | None = None,
+    busy: Callable[[str], Exception] | None = None,
+) -> Iterator[None]:
     """Hold an exclusive ``flock`` on ``path`` for the block; wait for the current holder if there is one.
 
     The kernel releases the lock when its holder exits, even on ``kill -9``, so a lock is never stale.
-    ``on_wait`` gets one line naming the holder (pid, since when) before this process starts waiting.
+    ``on_wait`` gets one line naming the holder (pid, since when) before this process starts waiting; with
+    ``busy``, this process does not wait but raises ``busy(holder)``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,6 +182,8 @@ def file_lock(path: Path, what: str, on_wait: Callable[[str], None] | None = Non
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "another process"
+            if busy is not None:
+                raise busy(holder) from None
             if on_wait is not None:
                 on_wait(f"waiting for {what}: {holder} holds {path}")
             fcntl.flock(handle, fcntl.LOCK_EX)

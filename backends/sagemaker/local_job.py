@@ -60,6 +60,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from core.errors import SentiflowError
+from core.io import file_lock
 
 Log = Callable[[str], None]
 OPT_ML = "/opt/ml"
@@ -341,27 +342,15 @@ def _stop_group(process: subprocess.Popen, grace: float = STOP_GRACE_S) -> None:
 def job_lock(job_dir: Path) -> Iterator[None]:
     """One run of a job at a time: a second run of the same job would reap the first one's processes and reuse its
     folders. The lock (``<job_dir>/.lock``) dies with its holder, so a crashed run never blocks the next."""
-    import fcntl
 
-    job_dir.mkdir(parents=True, exist_ok=True)
-    with open(job_dir / ".lock", "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise SentiflowError(
-                f"training job folder {job_dir} is in use by a run of the same job ({holder}); wait for it to "
-                "finish (a second run would stop it)"
-            ) from error
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    def busy(holder: str) -> SentiflowError:
+        return SentiflowError(
+            f"training job folder {job_dir} is in use by a run of the same job ({holder}); wait for it to "
+            "finish (a second run would stop it)"
+        )
+
+    with file_lock(job_dir / ".lock", "the training job folder", busy=busy):
+        yield
 
 
 @contextlib.contextmanager
@@ -371,19 +360,15 @@ def distributed_slot(count: int) -> Iterator[None]:
     if count <= 1:
         yield
         return
-    import fcntl
 
-    with open(_PORT_LOCK, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.seek(0)
-            holder = handle.read().strip() or "another job"
-            raise SentiflowError(
-                f"another multi-instance local training job is running ({holder}); SageMaker's PyTorch toolkit "
-                f"fixes torchrun's port to {DISTRIBUTED_PORT}, so one such job runs at a time on a machine: wait for "
-                "it, or train with SENTIFLOW_TRAIN_INSTANCE_COUNT=1"
-            ) from error
+    def busy(holder: str) -> SentiflowError:
+        return SentiflowError(
+            f"another multi-instance local training job is running ({holder}); SageMaker's PyTorch toolkit "
+            f"fixes torchrun's port to {DISTRIBUTED_PORT}, so one such job runs at a time on a machine: wait for "
+            "it, or train with SENTIFLOW_TRAIN_INSTANCE_COUNT=1"
+        )
+
+    with file_lock(_PORT_LOCK, "the multi-instance training slot", busy=busy):
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", DISTRIBUTED_PORT))
@@ -395,14 +380,7 @@ def distributed_slot(count: int) -> Iterator[None]:
                     "job needs it for torchrun (SageMaker's PyTorch toolkit fixes it): free it, or train with "
                     "SENTIFLOW_TRAIN_INSTANCE_COUNT=1"
                 ) from error
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S')}")
-        handle.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+        yield
 
 
 # --- running it ----------------------------------------------------------------------------------------------

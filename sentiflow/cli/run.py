@@ -73,30 +73,25 @@ def run(
     max_reviews_per_class: PerClassOption = None,
 ) -> None:
     """Run the whole pipeline: data → train → evaluate → gate → deploy → API."""
-    settings = get_settings(
-        backend=backend,
-        epochs=epochs,
-        vocab_size=vocab_size,
-        max_len=max_len,
-        min_accuracy=min_accuracy,
-        max_regression=max_regression,
-        parity_sample=parity_sample,
-    )
+    overrides: dict[str, Any] = {
+        "backend": backend,
+        "epochs": epochs,
+        "vocab_size": vocab_size,
+        "max_len": max_len,
+        "min_accuracy": min_accuracy,
+        "max_regression": max_regression,
+        "parity_sample": parity_sample,
+    }
+    settings = get_settings(**overrides)
     configure_flow_run(settings, typer.echo)
     from flows.pipeline import pipeline
 
     summary = pipeline(
         source=source,
         sha256=sha256,
-        backend=backend,
-        epochs=epochs,
-        vocab_size=vocab_size,
-        max_len=max_len,
-        min_accuracy=min_accuracy,
-        max_regression=max_regression,
-        parity_sample=parity_sample,
         teardown_after=teardown_after,
         max_reviews_per_class=max_reviews_per_class,
+        **overrides,
     )
     print_pipeline_summary(summary)
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,9 +25,9 @@ from sentiflow.ops import (
 )
 from sentiflow.ops.server import (
     client_env,
-    prefect_executable,
     prefect_home,
     resolve_api_url,
+    run_prefect,
     ui_url_for,
 )
 
@@ -151,24 +149,9 @@ def run_prefect_deploy(
     if not prefect_file.is_file():
         raise ConfigError(f"{prefect_file} does not exist; pass an existing --prefect-file")
     rendered = render_prefect_file(settings, prefect_file, prefect_home(settings) / f"rendered-{prefect_file.name}")
-    command = [prefect_executable(), "--no-prompt", "deploy", "--prefect-file", str(rendered)]
-    command += [arg for name in names for arg in ("--name", name)] if names else ["--all"]
-    env = {**os.environ, **deploy_env(settings, api_url, project_dir)}
-    try:
-        done = subprocess.run(
-            command,
-            cwd=project_dir,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=DEPLOY_TIMEOUT_SECONDS,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise SentiflowError(
-            f"`prefect deploy` did not finish in {DEPLOY_TIMEOUT_SECONDS} s against {api_url}"
-        ) from exc
+    args = ["--no-prompt", "deploy", "--prefect-file", str(rendered)]
+    args += [arg for name in names for arg in ("--name", name)] if names else ["--all"]
+    done = run_prefect(args, deploy_env(settings, api_url, project_dir), project_dir, DEPLOY_TIMEOUT_SECONDS)
     output = (done.stdout or "") + (done.stderr or "")
     if done.returncode != 0:
         tail = " | ".join(line.strip() for line in output.strip().splitlines()[-8:] if line.strip())

@@ -213,7 +213,8 @@ def log_tail(path: Path | str, lines: int = 12) -> str:
     return " | ".join(tail) or f"(no log lines in {path})"
 
 
-def _prefect(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+def run_prefect(args: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``prefect ARGS`` with ``env`` added to this environment, output captured; one line if it runs too long."""
     try:
         return subprocess.run(
             [prefect_executable(), *args],
@@ -266,7 +267,7 @@ def start_server(
     write_logging_configs(settings, log_path)
     env = server_env(settings, host, port, ui)
     args = ["server", "start", "--background", "--host", host, "--port", str(port)]
-    started = _prefect([*args, *([] if ui else ["--no-ui"])], env, home, COMMAND_TIMEOUT_S)
+    started = run_prefect([*args, *([] if ui else ["--no-ui"])], env, home, COMMAND_TIMEOUT_S)
     pid_text = (home / PID_FILE).read_text().strip() if (home / PID_FILE).is_file() else ""
     if started.returncode != 0 or not pid_text.isdigit():
         output = " | ".join(line.strip() for line in (started.stdout + started.stderr).splitlines() if line.strip())
@@ -301,7 +302,7 @@ def _wait(settings: Settings, info: ServerInfo, timeout: float) -> None:
     if is_healthy(info.api_url, timeout=1.0):
         return
     env = {**client_env(settings, info.api_url)}
-    done = _prefect(
+    done = run_prefect(
         ["server", "status", "--wait", "--timeout", str(max(1, int(timeout)))],
         env,
         Path(info.prefect_home),
@@ -338,7 +339,7 @@ def stop_server(settings: Settings, timeout: float = 30.0) -> ServerInfo | None:
     info = read_server(settings)
     home = prefect_home(settings)
     if (home / PID_FILE).exists():
-        _prefect(["server", "stop"], {"PREFECT_HOME": str(home), **QUIET_ENV}, home, COMMAND_TIMEOUT_S)
+        run_prefect(["server", "stop"], {"PREFECT_HOME": str(home), **QUIET_ENV}, home, COMMAND_TIMEOUT_S)
     if info is not None:  # `prefect server stop` does not wait; SIGTERM again, wait, then kill its group
         processes.stop(_record(info), grace_s=timeout)
     (home / PID_FILE).unlink(missing_ok=True)
