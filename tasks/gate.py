@@ -14,7 +14,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from evaluation.gate import gate
-from tasks.policies import local_stage, once_stage
+from tasks.policies import network_stage, once_stage
 
 
 def _settings(backend: str) -> Any:
@@ -29,7 +29,7 @@ def _log(line: str) -> None:
     get_run_logger().info("%s", line)
 
 
-@task(**local_stage("register-model"), cache_policy=NO_CACHE)
+@task(**network_stage("register-model"), cache_policy=NO_CACHE)
 def register_model_task(
     model_uri: str, metrics_uri: str | None, accuracy: float | None, tags: dict[str, str], backend: str
 ) -> dict[str, Any]:
@@ -41,7 +41,7 @@ def register_model_task(
     return model.to_dict()
 
 
-@task(**once_stage("reject-model"), cache_policy=NO_CACHE)
+@task(**network_stage("reject-model"), cache_policy=NO_CACHE)
 def reject_model_task(version: int, reason: str, backend: str) -> bool:
     """Mark model ``version`` Rejected (unless it is the live model); whether it was."""
     from tasks.deploy import reject_unless_live
