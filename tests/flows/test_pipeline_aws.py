@@ -13,6 +13,8 @@ import base64
 import json
 import tarfile
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +28,24 @@ def play_endpoints(world: MotoWorld, monkeypatch: pytest.MonkeyPatch) -> list[st
     """Answer InvokeEndpoint with the endpoint's own model (input_fn → predict_fn → output_fn); returns the list
     the names of invoked endpoints are appended to."""
     from moto.sagemakerruntime.models import SageMakerRuntimeBackend
+    from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
     from model.inference import input_fn, model_fn, output_fn, predict_fn
 
     models: dict[str, Any] = {}
     invoked: list[str] = []
+    request_path = threading.local()  # moto 5.2 passes EndpointName=None: the name is only in the URL path
+    respond = SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint_response(self: Any) -> Any:
+        request_path.endpoint = urllib.parse.unquote(self.path.split("/")[2])
+        return respond(self)
 
     def load(endpoint_name: str) -> Any:
         sagemaker = world.sagemaker_backend()
         config = sagemaker.endpoint_configs[sagemaker.endpoints[endpoint_name].endpoint_config_name]
-        model_data = sagemaker.models[config.production_variants[0]["ModelName"]].primary_container["ModelDataUrl"]
+        registered = getattr(sagemaker, "models", None) or sagemaker._models  # moto 5.2 keeps them in _models
+        model_data = registered[config.production_variants[0]["ModelName"]].primary_container["ModelDataUrl"]
         if model_data not in models:
             folder = Path(tempfile.mkdtemp(prefix="moto-endpoint-"))
             bucket, key = split_s3(model_data)
@@ -47,6 +57,7 @@ def play_endpoints(world: MotoWorld, monkeypatch: pytest.MonkeyPatch) -> list[st
 
     def invoke_endpoint(self: Any, endpoint_name: str, unique_repr: bytes) -> tuple[str, str, str, str]:
         request = json.loads(base64.b64decode(unique_repr))
+        endpoint_name = endpoint_name or request_path.endpoint
         invoked.append(endpoint_name)
         model = load(endpoint_name)
         accept = request.get("Accept") or "application/json"
@@ -55,6 +66,7 @@ def play_endpoints(world: MotoWorld, monkeypatch: pytest.MonkeyPatch) -> list[st
         return body.decode() if isinstance(body, bytes) else body, accept, "AllTraffic", ""
 
     monkeypatch.setattr(SageMakerRuntimeBackend, "invoke_endpoint", invoke_endpoint)
+    monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint_response)
     return invoked
 
 
