@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,22 @@ def test_models_list_shows_status_metrics_and_the_live_version(
         (1, "Approved", True, None),
         (2, "Rejected", False, None),
     ]
+
+
+@pytest.mark.e2e
+def test_models_list_on_aws_reads_the_model_registry(
+    moto_world: Any, aws_settings: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from backends.base import get_registry
+
+    registry = get_registry(aws_settings)
+    registry.register(f"s3://{moto_world.bucket}/sentiflow/m1.tar.gz", accuracy=0.9)
+    registry.approve(1)
+    monkeypatch.setenv("SENTIFLOW_BACKEND", "aws")
+    for key, value in moto_world.settings_overrides().items():
+        monkeypatch.setenv(f"SENTIFLOW_{key.upper()}", str(value))
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path / "another-machine", "models", "list", "--json")
+    assert code == 0, err
+    (row,) = json.loads(out)
+    assert (row["version"], row["status"], row["live"], row["accuracy"]) == (1, "Approved", True, 0.9)
+    assert row["ref"].endswith(":model-package/sentiflow-models/1")
