@@ -68,6 +68,33 @@ class ApiInfo:
     endpoint_name: str | None
 
 
+PENDING = "PendingManualApproval"
+APPROVED = "Approved"
+REJECTED = "Rejected"
+APPROVAL_STATUSES = (PENDING, APPROVED, REJECTED)
+"""SageMaker Model Registry's ``ModelApprovalStatus`` values, used by both registries."""
+
+
+@dataclass(frozen=True)
+class RegisteredModel:
+    """One model version in the model registry (local: a ``models`` row; aws: a model package)."""
+
+    version: int
+    model_uri: str
+    status: str  # one of APPROVAL_STATUSES
+    registered_at: str | None = None
+    accuracy: float | None = None
+    metrics_uri: str | None = None  # the evaluation report (aws: the package's ModelMetrics)
+    promoted_at: str | None = None  # when the API last switched to it
+    live: bool = False  # the API's model: the most recently promoted version
+    reason: str | None = None  # why it was approved or rejected (aws: ApprovalDescription)
+    tags: dict[str, str] = field(default_factory=dict)
+    ref: str | None = None  # aws: the model package ARN; local: None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
 class TeardownDecision:
     endpoint: EndpointInfo
@@ -137,6 +164,42 @@ class ApiGateway(Protocol):
         ...
 
 
+@runtime_checkable
+class ModelRegistry(Protocol):
+    """Model versions and their approval: registered when evaluated, rejected by the gate, a reviewer or a failed
+    parity check, approved and made live when promoted. Local: SQLite in SENTIFLOW_HOME; aws: SageMaker Model
+    Registry (one model package group, one package per model), so any machine sees the same history."""
+
+    def register(
+        self,
+        model_uri: str,
+        metrics_uri: str | None = None,
+        tags: dict[str, str] | None = None,
+        accuracy: float | None = None,
+    ) -> RegisteredModel:
+        """The version of ``model_uri``: the existing one (its missing metrics filled in), else a new version in
+        status PendingManualApproval."""
+        ...
+
+    def reject(self, version: int, reason: str) -> RegisteredModel: ...
+    def approve(self, version: int, reason: str = "promoted") -> RegisteredModel:
+        """Status Approved and live (the API serves it now): the latest approval wins."""
+        ...
+
+    def get(self, version: int) -> RegisteredModel | None: ...
+    def live(self) -> RegisteredModel | None:
+        """The version the API serves (the most recently promoted), or None."""
+        ...
+
+    def previous_approved(self, version: int | None = None) -> RegisteredModel | None:
+        """The highest promoted, Approved version below ``version`` (default: the live one), or None."""
+        ...
+
+    def list(self) -> list[RegisteredModel]:
+        """Every version, oldest first."""
+        ...
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
@@ -151,6 +214,12 @@ def get_backend(settings: Settings) -> Backend:
     """The backend named by ``settings.backend`` (imported lazily: the aws one pulls in boto3)."""
     module = importlib.import_module(f"backends.{settings.backend}")
     return module.make_backend(settings)
+
+
+def get_registry(settings: Settings) -> ModelRegistry:
+    """The backend's model registry (``backends.<backend>.registry.make_registry``)."""
+    module = importlib.import_module(f"backends.{settings.backend}.registry")
+    return module.make_registry(settings)
 
 
 def get_store(settings: Settings) -> ArtifactStore:

@@ -39,7 +39,7 @@ from tasks.deploy import (
     serving_endpoint_task,
 )
 from tasks.evaluate import evaluate_task
-from tasks.gate import gate_task
+from tasks.gate import gate_task, register_model_task, reject_model_task
 from tasks.parity import parity_task
 from tasks.policies import timeout_message, training_timeout_s
 from tasks.train import train_model, training_hyperparameters
@@ -241,6 +241,15 @@ def deploy_checked(
         return promotion.to_dict(), parity
 
 
+def model_tags(data: dict[str, Any], training: Any) -> dict[str, str]:
+    """The registry tags of a trained model: the flow run, the dataset's hash, the training job."""
+    from prefect.runtime import flow_run
+
+    tags = {"run-id": str(flow_run.id or ""), "dataset-sha256": data["dataset"]["sha256"]}
+    tags["training-job"] = training.job_name
+    return {key: value for key, value in tags.items() if value}
+
+
 # --- the flows ------------------------------------------------------------------------------------------------
 
 
@@ -316,8 +325,11 @@ def pipeline(
         data = prepare_data(settings, source, sha256, max_reviews_per_class, reused)
         training = train(settings, data, hyperparameters, reused)
         transformed, evaluation = evaluate_model(settings, data, training.model_uri, training.job_name, reused)
-    deployed = deployed_model_task(settings.backend)
     accuracy = evaluation["model"]["accuracy"]
+    deployed = deployed_model_task(settings.backend)  # the registry's live model, before this one is registered
+    registered = register_model_task(
+        training.model_uri, evaluation.get("uri"), accuracy, model_tags(data, training), settings.backend
+    )
     decision = gate_task(
         accuracy, deployed["accuracy"] if deployed else None, settings.min_accuracy, settings.max_regression
     )
@@ -327,18 +339,22 @@ def pipeline(
         "training": training.to_dict(),
         "evaluation": evaluation,
         "gate": decision,
+        "model": registered,
+        "deployed_model": deployed,
         "parity": None,
         "promoted": False,
         "reused": reused,
     }
     if not decision["promote"]:
         print(f"not promoted: {decision['reason']}")
+        reject_model_task(registered["version"], f"quality gate: {decision['reason']}", settings.backend)
         return summary
     if require_approval:
         from evaluation.report import report_markdown
-        from flows.approval import request_approval
+        from flows.approval import review_model
 
-        if not request_approval(report_markdown(evaluation, {}), timeout_s=24 * 3600):
+        markdown = report_markdown(evaluation, {})
+        if not review_model(registered["version"], markdown, settings.backend, timeout_s=24 * 3600):
             summary["gate"] = {"promote": False, "reason": "rejected by the reviewer"}
             print("not promoted: rejected by the reviewer")
             return summary

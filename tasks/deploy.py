@@ -10,12 +10,14 @@ Blue/green, as the pipeline wires it (all under the endpoints lock, :func:`endpo
 * Deploying is idempotent: when the API already serves an InService endpoint of the same model artifact, no new
   endpoint is started (a rerun with nothing changed changes nothing).
 * Endpoint names carry the model version: ``sentiflow-v{version}-{shortid}``; every deployed model artifact
-  gets a version in the registry's ``models`` table (the same artifact keeps its version).
-* Promotion points the API at the candidate first, stamps the version promoted, waits ``drain_grace_s`` so
-  requests that already picked the old target reach it, then drains and deletes the old endpoint(s).
+  has a version in the backend's model registry (``backends.base.ModelRegistry``: SQLite locally, SageMaker
+  Model Registry on aws; the same artifact keeps its version).
+* Promotion points the API at the candidate first, approves the version in the registry (Approved, live),
+  waits ``drain_grace_s`` so requests that already picked the old target reach it, then drains and deletes the
+  old endpoint(s).
 * Anything failing before the switch (start, health, parity, the API update) deletes the candidate only: the
-  old endpoint keeps serving and the API is untouched.
-* ``rollback`` redeploys the previously promoted version the same blue/green way.
+  old endpoint keeps serving and the API is untouched; a failed parity check also marks the version Rejected.
+* ``rollback`` redeploys the registry's previous approved version the same blue/green way.
 
 Every endpoint that is deployed or deleted emits a Prefect event (``sentiflow.endpoint.deployed`` /
 ``sentiflow.endpoint.deleted``, resource ``sentiflow.endpoint.<name>``, see ``core.events``); the idle-teardown
@@ -37,8 +39,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from backends.base import ApiInfo, EndpointInfo, LogLine, get_backend
-from backends.local.registry import Registry
+from backends.base import ApiInfo, EndpointInfo, LogLine, get_backend, get_registry
 from core.errors import SentiflowError
 from core.events import DELETED_EVENT, DEPLOYED_EVENT, emit_endpoint_event
 from core.io import file_lock
@@ -125,7 +126,7 @@ def deploy_candidate(
 ) -> EndpointInfo:
     """Deploy ``model_uri`` to a NEW endpoint and return it once healthy; the API is not touched."""
     backend = _backend(settings, backend)
-    model = Registry.for_settings(settings).register_model(model_uri, accuracy)
+    model = get_registry(settings).register(model_uri, accuracy=accuracy)
     name = endpoint_name_for(model.version)
     log(f"deploying model v{model.version} to new endpoint {name}")
     endpoint = backend.endpoints.deploy(name, model_uri, model.version, log)
@@ -182,6 +183,7 @@ def promote_candidate(
     backend = _backend(settings, backend)
     if not parity_ok:
         delete_endpoint(settings, candidate.name, log, backend, reason="parity check failed")
+        reject_unless_live(settings, candidate.version, "serving parity check failed on the candidate endpoint", log)
         raise SentiflowError(
             f"endpoint {candidate.name} (model v{candidate.version}) failed the parity check and was "
             "deleted; "
@@ -204,7 +206,8 @@ def promote_candidate(
         if isinstance(error, SentiflowError):
             raise
         raise SentiflowError(f"could not point the API at {candidate.name}: {error}") from error
-    Registry.for_settings(settings).mark_promoted(candidate.version)
+    why = f"rolled back from v{rolled_back_from}" if rolled_back_from is not None else "promoted"
+    get_registry(settings).approve(candidate.version, f"{why}: the API serves endpoint {candidate.name}")
     log(f"API now serves model v{candidate.version} on {candidate.name} ({api.url})")
 
     old = [
@@ -241,6 +244,19 @@ def promote_candidate(
     )
 
 
+def reject_unless_live(settings: Settings, version: int, reason: str, log: LogLine) -> bool:
+    """Mark model ``version`` Rejected in the registry, unless it is the live one (the API serves it: it stays
+    Approved). Returns whether it was rejected."""
+    registry = get_registry(settings)
+    live = registry.live()
+    if live is not None and live.version == version:
+        log(f"model v{version} is the live model: it stays Approved ({reason})")
+        return False
+    registry.reject(version, reason)
+    log(f"model v{version} marked Rejected in the model registry: {reason}")
+    return True
+
+
 def blue_green_deploy(
     settings: Settings,
     model_uri: str,
@@ -273,19 +289,17 @@ def blue_green_deploy(
 def rollback(
     settings: Settings, log: LogLine, backend: Backend | None = None, drain_grace_s: float = DRAIN_GRACE_S
 ) -> Promotion:
-    """Redeploy the previously promoted model version blue/green and point the API at it."""
-    registry = Registry.for_settings(settings)
-    current = registry.current_model()
+    """Redeploy the registry's previous approved model version blue/green and point the API at it."""
+    registry = get_registry(settings)
+    current = registry.live()
     if current is None:
-        raise SentiflowError(
-            "nothing to roll back: no model was ever promoted in this SENTIFLOW_HOME "
-            f"({settings.home}); run the pipeline first"
-        )
-    previous = registry.previous_model(current.version)
+        where = f"this SENTIFLOW_HOME ({settings.home})" if settings.backend == "local" else "the model registry"
+        raise SentiflowError(f"nothing to roll back: no model was ever promoted in {where}; run the pipeline first")
+    previous = registry.previous_approved(current.version)
     if previous is None:
         raise SentiflowError(
-            f"nothing to roll back to: model v{current.version} is the oldest promoted version "
-            "(see `sentiflow endpoints list`)"
+            f"nothing to roll back to: model v{current.version} is the oldest promoted, approved version "
+            "(see `sentiflow models list`)"
         )
     log(f"rolling back from model v{current.version} to v{previous.version} ({previous.model_uri})")
     return blue_green_deploy(
@@ -316,9 +330,9 @@ def _settings(backend: str) -> Settings:
 
 @task(**once_stage("deployed-model"), cache_policy=NO_CACHE)
 def deployed_model_task(backend: str) -> dict[str, Any] | None:
-    """The model version currently promoted (what the quality gate compares against), or None."""
-    current = Registry.for_settings(_settings(backend)).current_model()
-    return None if current is None else asdict(current)
+    """The registry's live model version (what the quality gate compares against), or None."""
+    current = get_registry(_settings(backend)).live()
+    return None if current is None else current.to_dict()
 
 
 @task(**once_stage("serving-endpoint"), cache_policy=NO_CACHE)

@@ -96,6 +96,8 @@ TIMEOUTS: dict[str, float] = {
     "evaluate": 900,
     "deployed-model": 120,
     "serving-endpoint": 120,
+    "register-model": 300,
+    "reject-model": 300,
     "quality-gate": 60,
     "deploy-endpoint": 1800,
     "serving-parity": 1800,

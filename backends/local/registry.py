@@ -9,9 +9,11 @@ Two tables:
 * ``endpoints`` — one row per endpoint name: backend, model URI and version, status, port, pid, URL, instance
   type, created / last invoked / deleted timestamps. A deleted endpoint keeps its row (``deleted_at`` set)
   until the name is reused.
-* ``models`` — every model that was deployed gets a version (``INTEGER PRIMARY KEY AUTOINCREMENT``); the row
-  is stamped ``promoted_at`` when the API switches to it. ``sentiflow rollback`` redeploys the previously
-  promoted one.
+* ``models`` — the local side of the model registry seam (:class:`LocalModelRegistry`, the twin of SageMaker
+  Model Registry): every evaluated or deployed model gets a version (``INTEGER PRIMARY KEY AUTOINCREMENT``), an
+  approval status (``PendingManualApproval`` → ``Approved`` when promoted, ``Rejected`` by the gate, a reviewer
+  or a failed parity check), its evaluation report URI and tags; the row is stamped ``promoted_at`` when the
+  API switches to it. ``sentiflow rollback`` redeploys the previously promoted, approved one.
 
 Timestamps are ISO-8601 strings in UTC (``2025-01-31T12:00:00.123456+00:00``).
 """
@@ -19,6 +21,7 @@ Timestamps are ISO-8601 strings in UTC (``2025-01-31T12:00:00.123456+00:00``).
 from __future__ import annotations
 
 import contextlib
+import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -26,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from backends.base import EndpointInfo
+from backends.base import APPROVAL_STATUSES, APPROVED, PENDING, REJECTED, EndpointInfo, RegisteredModel
 from core.errors import SentiflowError
 
 if TYPE_CHECKING:
@@ -57,9 +60,20 @@ CREATE TABLE IF NOT EXISTS models (
     accuracy      REAL,
     registered_at TEXT NOT NULL,
     promoted_at   TEXT,
-    promoted_seq  INTEGER
+    promoted_seq  INTEGER,
+    status        TEXT NOT NULL DEFAULT 'PendingManualApproval',
+    metrics_uri   TEXT,
+    tags          TEXT NOT NULL DEFAULT '{}',
+    reason        TEXT
 );
 """
+
+_ADDED_MODEL_COLUMNS = {  # columns newer than the first schema: added to an older endpoints.db on open
+    "status": "TEXT NOT NULL DEFAULT 'PendingManualApproval'",
+    "metrics_uri": "TEXT",
+    "tags": "TEXT NOT NULL DEFAULT '{}'",
+    "reason": "TEXT",
+}
 
 _ENDPOINT_COLUMNS = (
     "name",
@@ -148,6 +162,10 @@ class ModelVersion:
     registered_at: str
     promoted_at: str | None = None
     promoted_seq: int | None = None
+    status: str = PENDING
+    metrics_uri: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    reason: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,8 +199,27 @@ class Registry:
         if not self._ready:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.executescript(_SCHEMA)
+            self._migrate(conn)
             self._ready = True
         return conn
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        """Add the model columns an older ``endpoints.db`` lacks; its promoted rows become Approved."""
+        present = {row["name"] for row in conn.execute("PRAGMA table_info(models)")}
+        missing = [column for column in _ADDED_MODEL_COLUMNS if column not in present]
+        if not missing:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for column in missing:
+                conn.execute(f"ALTER TABLE models ADD COLUMN {column} {_ADDED_MODEL_COLUMNS[column]}")
+            if "status" in missing:
+                conn.execute(f"UPDATE models SET status = '{APPROVED}' WHERE promoted_at IS NOT NULL")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -297,39 +334,79 @@ class Registry:
             registered_at=row["registered_at"],
             promoted_at=row["promoted_at"],
             promoted_seq=row["promoted_seq"],
+            status=row["status"],
+            metrics_uri=row["metrics_uri"],
+            tags=json.loads(row["tags"] or "{}"),
+            reason=row["reason"],
         )
 
-    def register_model(self, model_uri: str, accuracy: float | None = None) -> ModelVersion:
-        """The version of ``model_uri``: its existing row, or a new one with the next version number.
+    def register_model(
+        self,
+        model_uri: str,
+        accuracy: float | None = None,
+        metrics_uri: str | None = None,
+        tags: dict[str, str] | None = None,
+    ) -> ModelVersion:
+        """The version of ``model_uri``: its existing row (missing accuracy / metrics / tags filled in), or a new
+        one with the next version number, status PendingManualApproval.
 
-        Called before a model is deployed, so the endpoint name can carry the version; the row is stamped
-        promoted by :meth:`mark_promoted` once the API serves it.
+        Called after evaluation and again before a model is deployed (the endpoint name carries the version);
+        the row is stamped promoted by :meth:`mark_promoted` once the API serves it.
         """
         with self._write() as conn:
             row = conn.execute("SELECT * FROM models WHERE model_uri = ?", (model_uri,)).fetchone()
             if row is None:
                 conn.execute(
-                    "INSERT INTO models (model_uri, accuracy, registered_at) VALUES (?, ?, ?)",
-                    (model_uri, accuracy, utc_now()),
+                    "INSERT INTO models (model_uri, accuracy, registered_at, status, metrics_uri, tags) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (model_uri, accuracy, utc_now(), PENDING, metrics_uri, json.dumps(tags or {}, sort_keys=True)),
                 )
-                row = conn.execute("SELECT * FROM models WHERE model_uri = ?", (model_uri,)).fetchone()
-            elif accuracy is not None and row["accuracy"] is None:
-                conn.execute("UPDATE models SET accuracy = ? WHERE version = ?", (accuracy, row["version"]))
-                row = conn.execute("SELECT * FROM models WHERE version = ?", (row["version"],)).fetchone()
+            else:
+                merged = {**json.loads(row["tags"] or "{}"), **(tags or {})}
+                conn.execute(
+                    "UPDATE models SET accuracy = COALESCE(accuracy, ?), metrics_uri = COALESCE(metrics_uri, ?), "
+                    "tags = ? WHERE version = ?",
+                    (accuracy, metrics_uri, json.dumps(merged, sort_keys=True), row["version"]),
+                )
+            row = conn.execute("SELECT * FROM models WHERE model_uri = ?", (model_uri,)).fetchone()
         return self._model(row)
 
-    def mark_promoted(self, version: int) -> ModelVersion:
-        """Stamp ``version`` as the one the API now serves (the latest promotion wins)."""
+    def set_status(self, version: int, status: str, reason: str | None) -> ModelVersion:
+        """Set the approval status of ``version`` (and why)."""
+        if status not in APPROVAL_STATUSES:
+            raise ValueError(f"approval status {status!r} is not one of {APPROVAL_STATUSES}")
         with self._write() as conn:
             cursor = conn.execute(
-                "UPDATE models SET promoted_at = ?, "
-                "promoted_seq = (SELECT COALESCE(MAX(promoted_seq), 0) + 1 FROM models) WHERE version = ?",
-                (utc_now(), version),
+                "UPDATE models SET status = ?, reason = ? WHERE version = ?", (status, reason, version)
             )
             if cursor.rowcount == 0:
-                raise SentiflowError(f"no model version {version} in {self.path}; see `sentiflow endpoints list`")
+                raise SentiflowError(f"no model version {version} in {self.path}; see `sentiflow models list`")
             row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
         return self._model(row)
+
+    def mark_promoted(self, version: int, reason: str = "promoted") -> ModelVersion:
+        """Stamp ``version`` Approved and as the one the API now serves (the latest promotion wins)."""
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE models SET promoted_at = ?, status = ?, reason = ?, "
+                "promoted_seq = (SELECT COALESCE(MAX(promoted_seq), 0) + 1 FROM models) WHERE version = ?",
+                (utc_now(), APPROVED, reason, version),
+            )
+            if cursor.rowcount == 0:
+                raise SentiflowError(f"no model version {version} in {self.path}; see `sentiflow models list`")
+            row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
+        return self._model(row)
+
+    def get_model(self, version: int) -> ModelVersion | None:
+        with self._read() as conn:
+            row = conn.execute("SELECT * FROM models WHERE version = ?", (version,)).fetchone()
+        return None if row is None else self._model(row)
+
+    def list_models(self) -> list[ModelVersion]:
+        """Every model version, oldest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT * FROM models ORDER BY version").fetchall()
+        return [self._model(row) for row in rows]
 
     def current_model(self) -> ModelVersion | None:
         """The most recently promoted model version, or None if nothing was ever promoted."""
@@ -340,7 +417,7 @@ class Registry:
         return None if row is None else self._model(row)
 
     def previous_model(self, version: int | None = None) -> ModelVersion | None:
-        """The highest promoted version below ``version`` (default: the current one), or None."""
+        """The highest promoted, still Approved version below ``version`` (default: the current one), or None."""
         if version is None:
             current = self.current_model()
             if current is None:
@@ -348,7 +425,76 @@ class Registry:
             version = current.version
         with self._read() as conn:
             row = conn.execute(
-                "SELECT * FROM models WHERE promoted_at IS NOT NULL AND version < ? ORDER BY version DESC LIMIT 1",
-                (version,),
+                "SELECT * FROM models WHERE promoted_at IS NOT NULL AND status = ? AND version < ? "
+                "ORDER BY version DESC LIMIT 1",
+                (APPROVED, version),
             ).fetchone()
         return None if row is None else self._model(row)
+
+
+class LocalModelRegistry:
+    """:class:`backends.base.ModelRegistry` on the ``models`` table of this SENTIFLOW_HOME's ``endpoints.db``."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    def _view(self, row: ModelVersion, live: int | None) -> RegisteredModel:
+        return RegisteredModel(
+            version=row.version,
+            model_uri=row.model_uri,
+            status=row.status,
+            registered_at=row.registered_at,
+            accuracy=row.accuracy,
+            metrics_uri=row.metrics_uri,
+            promoted_at=row.promoted_at,
+            live=row.version == live,
+            reason=row.reason,
+            tags=dict(row.tags),
+        )
+
+    def _live_version(self) -> int | None:
+        current = self.registry.current_model()
+        return None if current is None else current.version
+
+    def _found(self, version: int, row: ModelVersion | None) -> ModelVersion:
+        if row is None:
+            raise SentiflowError(f"no model version {version} in {self.registry.path}; see `sentiflow models list`")
+        return row
+
+    def register(
+        self,
+        model_uri: str,
+        metrics_uri: str | None = None,
+        tags: dict[str, str] | None = None,
+        accuracy: float | None = None,
+    ) -> RegisteredModel:
+        row = self.registry.register_model(model_uri, accuracy, metrics_uri, tags)
+        return self._view(row, self._live_version())
+
+    def reject(self, version: int, reason: str) -> RegisteredModel:
+        self._found(version, self.registry.get_model(version))
+        return self._view(self.registry.set_status(version, REJECTED, reason), self._live_version())
+
+    def approve(self, version: int, reason: str = "promoted") -> RegisteredModel:
+        return self._view(self.registry.mark_promoted(version, reason), version)
+
+    def get(self, version: int) -> RegisteredModel | None:
+        row = self.registry.get_model(version)
+        return None if row is None else self._view(row, self._live_version())
+
+    def live(self) -> RegisteredModel | None:
+        current = self.registry.current_model()
+        return None if current is None else self._view(current, current.version)
+
+    def previous_approved(self, version: int | None = None) -> RegisteredModel | None:
+        previous = self.registry.previous_model(version)
+        return None if previous is None else self._view(previous, self._live_version())
+
+    def list(self) -> list[RegisteredModel]:
+        live = self._live_version()
+        return [self._view(row, live) for row in self.registry.list_models()]
+
+
+def make_registry(settings: Settings) -> LocalModelRegistry:
+    """The local model registry of ``settings.home``."""
+    return LocalModelRegistry(Registry.for_settings(settings))

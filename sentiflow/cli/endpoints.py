@@ -102,7 +102,7 @@ def delete_endpoint(
 
 
 def rollback() -> None:
-    """Redeploy the previously promoted model version (blue/green) and point the API at it."""
+    """Redeploy the model registry's previous approved version (blue/green) and point the API at it."""
     settings = get_settings()
     configure_environment(settings)
     from tasks.deploy import endpoints_lock

@@ -206,6 +206,12 @@ def test_a_failed_parity_check_deletes_the_candidate_and_keeps_the_api(
     with pytest.raises(SentiflowError, match="failed the parity check and was deleted"):
         pipeline(source=str(archive), epochs=2)  # the first run's model: cached, not the one behind the API
     assert LocalApiGateway(home).current() == serving_before and live_endpoints(home) == live_before
+    from backends.base import get_registry
+
+    models = {m.model_uri: m for m in get_registry(home).list()}
+    candidate = models[first_run["training"]["model_uri"]]  # redeployed, failed parity: Rejected, not live
+    assert (candidate.status, candidate.live) == ("Rejected", False) and "parity" in (candidate.reason or "")
+    assert [m.live for m in models.values()].count(True) == 1
 
 
 def test_quality_gate_keeps_the_deployed_model(home: Settings, tmp_path: Path, first_run) -> None:
@@ -218,6 +224,13 @@ def test_quality_gate_keeps_the_deployed_model(home: Settings, tmp_path: Path, f
     assert result["evaluation"]["model"]["accuracy"] < 0.8
     assert not result["promoted"] and "min_accuracy" in result["gate"]["reason"]
     assert LocalApiGateway(home).current() == before
+    from backends.base import get_registry
+
+    registry = get_registry(home)
+    rejected = registry.get(result["model"]["version"])
+    assert rejected.status == "Rejected" and rejected.reason.startswith("quality gate: accuracy")
+    assert rejected.metrics_uri == result["evaluation"]["uri"] and rejected.tags["run-id"]
+    assert registry.live().version == result["deployed_model"]["version"] != rejected.version
 
 
 def test_a_broken_dataset_stops_the_flow_with_every_failure_named(home: Settings, tmp_path: Path) -> None:

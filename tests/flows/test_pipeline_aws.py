@@ -9,12 +9,14 @@ serving-parity stage really goes through the endpoint. The test asserts the impo
 
 from __future__ import annotations
 
+import base64
 import json
 import tarfile
 import tempfile
+import threading
+import urllib.parse
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote
 
 import pytest
 
@@ -24,23 +26,26 @@ from tests.fixtures.synthetic import write_archive
 
 def play_endpoints(world: MotoWorld, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Answer InvokeEndpoint with the endpoint's own model (input_fn → predict_fn → output_fn); returns the list
-    the names of invoked endpoints are appended to.
-
-    Played at moto's response layer: moto 5.2.5 hands its runtime backend ``EndpointName=None`` (the name is in the
-    request path, which its parameter parsing misses), so the name is read from the path as moto's own
-    ``invoke_endpoint_async`` does."""
+    the names of invoked endpoints are appended to."""
+    from moto.sagemakerruntime.models import SageMakerRuntimeBackend
     from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
     from model.inference import input_fn, model_fn, output_fn, predict_fn
 
     models: dict[str, Any] = {}
     invoked: list[str] = []
+    request_path = threading.local()  # moto 5.2 passes EndpointName=None: the name is only in the URL path
+    respond = SageMakerRuntimeResponse.invoke_endpoint
+
+    def invoke_endpoint_response(self: Any) -> Any:
+        request_path.endpoint = urllib.parse.unquote(self.path.split("/")[2])
+        return respond(self)
 
     def load(endpoint_name: str) -> Any:
         sagemaker = world.sagemaker_backend()
         config = sagemaker.endpoint_configs[sagemaker.endpoints[endpoint_name].endpoint_config_name]
-        model = sagemaker.describe_model(config.production_variants[0]["ModelName"])
-        model_data = model.primary_container["ModelDataUrl"]
+        registered = getattr(sagemaker, "models", None) or sagemaker._models  # moto 5.2 keeps them in _models
+        model_data = registered[config.production_variants[0]["ModelName"]].primary_container["ModelDataUrl"]
         if model_data not in models:
             folder = Path(tempfile.mkdtemp(prefix="moto-endpoint-"))
             bucket, key = split_s3(model_data)
@@ -50,16 +55,18 @@ def play_endpoints(world: MotoWorld, monkeypatch: pytest.MonkeyPatch) -> list[st
             models[model_data] = model_fn(str(folder / "model"))
         return models[model_data]
 
-    def invoke_endpoint(self: Any) -> tuple[int, dict[str, str], bytes]:
-        endpoint_name = unquote(self.path.split("/")[2])
+    def invoke_endpoint(self: Any, endpoint_name: str, unique_repr: bytes) -> tuple[str, str, str, str]:
+        request = json.loads(base64.b64decode(unique_repr))
+        endpoint_name = endpoint_name or request_path.endpoint
         invoked.append(endpoint_name)
         model = load(endpoint_name)
-        body = self.body if isinstance(self.body, bytes) else self.body.encode("utf-8")
-        data = input_fn(body, self.headers.get("Content-Type"))
-        answer, media_type = output_fn(predict_fn(data, model), self.headers.get("Accept") or "application/json")
-        return 200, {"Content-Type": media_type, "x-Amzn-Invoked-Production-Variant": "AllTraffic"}, answer
+        accept = request.get("Accept") or "application/json"
+        out = output_fn(predict_fn(input_fn(request["Body"], "application/json"), model), accept)
+        body = out[0] if isinstance(out, tuple) else out  # (body, media type) in the toolkit contract
+        return body.decode() if isinstance(body, bytes) else body, accept, "AllTraffic", ""
 
-    monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint)
+    monkeypatch.setattr(SageMakerRuntimeBackend, "invoke_endpoint", invoke_endpoint)
+    monkeypatch.setattr(SageMakerRuntimeResponse, "invoke_endpoint", invoke_endpoint_response)
     return invoked
 
 

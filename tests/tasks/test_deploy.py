@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from backends.base import Backend
+from backends.base import Backend, get_registry
 from backends.local.registry import Registry
 from core.config import Settings
 from core.errors import SentiflowError
@@ -93,6 +93,9 @@ def test_failed_deploys_leave_the_old_endpoint_serving(
     status, body = predict(first.api.url)
     assert status == 200 and body["model_version"] == "1"
     assert Registry.for_settings(settings).current_model().version == 1
+    statuses = {m.version: (m.status, m.live) for m in get_registry(settings).list()}
+    assert statuses[1] == ("Approved", True)
+    assert statuses[max(statuses)] == ("Rejected", False)  # the candidate that failed parity
 
 
 @pytest.mark.e2e
@@ -130,7 +133,7 @@ def test_blue_green_under_load_then_rollback(settings: Settings, local: Backend,
     assert back.endpoint.name.startswith("sentiflow-v1-") and back.endpoint.name != blue.endpoint.name
     assert traffic.answers[-1] == (200, "1")
     assert Registry.for_settings(settings).current_model().version == 1
-    with pytest.raises(SentiflowError, match="v1 is the oldest promoted version"):
+    with pytest.raises(SentiflowError, match="v1 is the oldest promoted, approved version"):
         rollback(settings, lines.append, backend=local)
 
 

@@ -161,3 +161,33 @@ def test_safe_for_several_processes(registry: Registry) -> None:
     rows = registry.list_endpoints()
     assert len(rows) == 60 and {r.status for r in rows} == {"InService"}
     assert _versions(registry) == list(range(1, 61))
+
+
+def test_model_registry_lifecycle(settings: Settings) -> None:
+    from backends.base import get_registry
+    from tests.backends.registry_lifecycle import check_lifecycle
+
+    registry = get_registry(settings)
+    check_lifecycle(registry, ("file:///s/m1.tar.gz", "file:///s/m2.tar.gz", "file:///s/m3.tar.gz"), "file:///r.json")
+    with pytest.raises(SentiflowError, match="no model version 9 .*sentiflow models list"):
+        registry.reject(9, "nope")
+
+
+def test_an_older_database_gains_the_approval_columns(settings: Settings) -> None:
+    path = settings.state_dir / DB_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.executescript(
+            "CREATE TABLE models (version INTEGER PRIMARY KEY AUTOINCREMENT, model_uri TEXT NOT NULL UNIQUE, "
+            "accuracy REAL, registered_at TEXT NOT NULL, promoted_at TEXT, promoted_seq INTEGER);"
+            "INSERT INTO models VALUES (1, 'file:///a', 0.9, '2025-01-01T00:00:00+00:00', "
+            "'2025-01-01T00:00:00+00:00', 1);"
+            "INSERT INTO models VALUES (2, 'file:///b', 0.8, '2025-01-02T00:00:00+00:00', NULL, NULL);"
+        )
+    from backends.local.registry import make_registry
+
+    models = make_registry(settings).list()
+    assert [(m.version, m.status, m.live) for m in models] == [
+        (1, "Approved", True),
+        (2, "PendingManualApproval", False),
+    ]

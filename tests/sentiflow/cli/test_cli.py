@@ -19,7 +19,7 @@ def sentiflow(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_every_command(tmp_path: Path) -> None:
     result = sentiflow("--help", home=tmp_path)
     assert result.returncode == 0
-    for command in ("run", "data", "train", "serve", "api", "endpoints", "rollback", "teardown", "prefect"):
+    for command in ("run", "data", "train", "serve", "api", "endpoints", "models", "rollback", "teardown", "prefect"):
         assert command in result.stdout
 
 
