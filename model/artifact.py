@@ -71,10 +71,14 @@ class SentimentModel:
                 f"rows hold word ids outside [0, {vocab_size}); encode them with this model's vocabulary"
             )
         result = np.empty(len(rows), dtype=np.float64)
-        order = np.argsort(rows[:, 0], kind="stable")
+        lengths = np.clip(rows[:, 0], 0, rows.shape[1] - 1)
+        order = np.argsort(lengths, kind="stable")
+        window = getattr(self.network, "cost_window", None)
+        cost = lengths if window is None else np.minimum(lengths, window)
         with torch.inference_mode():
-            for index in self._length_batches(rows[order, 0], order):
-                batch = torch.as_tensor(rows[index], dtype=torch.int64, device=self.device)
+            for index in self._length_batches(cost[order], order):
+                longest = int(lengths[index].max(initial=0))  # every network's output ignores the padding
+                batch = torch.as_tensor(rows[index, : max(longest, 1) + 1], dtype=torch.int64, device=self.device)
                 out = self.network(batch).reshape(-1)
                 if returns_logits(self.network):
                     out = torch.sigmoid(out)
@@ -83,8 +87,10 @@ class SentimentModel:
 
     def _length_batches(self, sorted_lengths: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
         """Split rows sorted by length into batches of at most ``batch_size`` rows and ``batch_tokens`` padded
-        steps: the network crops each batch to its longest row, so short reviews travel in large batches and
-        long ones in small batches, and hardly any work is spent on padding."""
+        steps: each batch is cut to its longest row, so short reviews travel in large batches and long ones in
+        small batches, and hardly any work is spent on padding. ``sorted_lengths`` are the costed lengths: a
+        network with a ``cost_window`` (nb-lstm: its LSTM reads the first ``lstm_len`` tokens, the n-gram path is
+        cheap) counts at most that many steps per row."""
         batches, start = [], 0
         for end in range(1, len(order) + 1):
             size = end - start
