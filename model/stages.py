@@ -294,8 +294,8 @@ def run_wide_stage(
     metrics: dict[str, Any] | None = None
     if _is_main(dist):
         saved = checkpoints.load("wide")
-        if saved is not None and saved.get("done") and int(saved["epochs"]) != config.wide_epochs:
-            ran = int(saved["epochs"])
+        if saved is not None and saved.get("done") and saved.get("epochs") != config.wide_epochs:
+            ran = saved.get("epochs")
             log(f"wide stage in {checkpoints.path('wide')} ran {ran} epochs, not {config.wide_epochs}: training again")
             saved = None
         if saved is not None and saved.get("done"):
