@@ -426,7 +426,12 @@ def run_deep_stage(
         optimizer.load_state_dict(saved["optimizer"])
         best_state = saved["best"]
         history, best_loss, bad = json.loads(saved["history"]), float(saved["best_val_loss"]), int(saved["bad"])
-        log(f"resuming the deep stage after epoch {len(history)}")
+        done = len(history) >= config.epochs or bad >= config.patience
+        log(
+            f"deep stage restored from {checkpoints.path('deep')} ({len(history)} epochs)"
+            if done
+            else f"resuming the deep stage after epoch {len(history)}"
+        )
 
     model: nn.Module = deep
     world, rank = (1, 0) if dist is None else (dist.world_size, dist.rank)
