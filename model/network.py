@@ -290,12 +290,12 @@ ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
 }
 # Networks trained stage by stage (wide, deep, mix) by model.stages instead of model.train's one loop.
 STAGED_ARCHITECTURES = frozenset({"nb-lstm"})
-DEFAULT_ARCHITECTURE = "bilstm-pool"
+DEFAULT_ARCHITECTURE = "nb-lstm"
 
 
 def build_network(model_info: dict[str, Any]) -> nn.Module:
     """A fresh network for ``model_info`` (architecture, vocab_size, embedding_dim, hidden_dim, …)."""
-    name = model_info.get("architecture", DEFAULT_ARCHITECTURE)
+    name = model_info.get("architecture", "bilstm-pool")  # model_info.json always names it; older defaults did not
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[name](model_info)
