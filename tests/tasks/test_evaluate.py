@@ -62,3 +62,19 @@ def test_tasks_in_a_flow_write_report_and_artifacts(
     with get_client(sync_client=True) as client:
         keys = {artifact.key for artifact in client.read_artifacts()}
     assert {"evaluation-metrics", "evaluation-report"} <= keys
+
+
+def test_the_evaluate_stage_reads_npz_channels_and_the_older_csv(tiny: TinyModel, tmp_path: Path) -> None:
+    from core.errors import SentiflowError
+    from model.channels import Channel, write_channel
+    from tasks.evaluate import read_labelled_channel
+
+    channel = Channel.from_rows(tiny.test_rows, tiny.test_labels)
+    write_channel(tmp_path / "test.npz", channel)
+    np.savetxt(tmp_path / "test.csv", np.column_stack([tiny.test_labels, tiny.test_rows]), fmt="%d", delimiter=",")
+    for name in ("test.npz", "test.csv"):
+        read = read_labelled_channel(tmp_path / name)
+        assert (read.labels == tiny.test_labels).all() and (read.ids == channel.ids).all(), name
+    np.savetxt(tmp_path / "features.csv", tiny.test_rows[:, :3], fmt="%d", delimiter=",")
+    with pytest.raises(SentiflowError, match=r"features.csv is unreadable .*; re-run data preparation"):
+        read_labelled_channel(tmp_path / "features.csv")
