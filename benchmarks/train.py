@@ -19,8 +19,9 @@ time covers training and writing the artifact, not data preparation.
 (``evaluation.baseline``: uni+bigrams, logistic regression) on the same tokens as the default model (the id rows
 of whole reviews), plus the same baseline on the reference tokens for context; then the acceptance line (default
 ≥ 0.900 test accuracy, ≥ baseline + 0.005, trained in ≤ 600 s). ``--deployed`` also trains the previous default,
-``bilstm-pool`` (hidden 128) on the reference channels. ``--profile`` measures the default model's inference on one
-core: tokenize, encode and forward reviews/s (also with the LSTM skipped, ``mix 0``, and with a 128-token LSTM
+``bilstm-pool`` (hidden 128) on the reference channels. ``--behaviour`` runs the behavioural suite
+(``evaluation.behaviour``) on the default model. ``--profile`` measures the default model's inference on one core:
+tokenize, encode and forward reviews/s (also with the LSTM skipped, ``mix 0``, and with a 128-token LSTM
 window), raw text → score in requests of 256, and single-review latency.
 
 The machine is shared with other work, so figures are noisy: the load average is printed at the start and the
@@ -343,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-epochs", type=int, default=4, help="Epochs for the reference (notebook: 10).")
     parser.add_argument("--deployed", action="store_true", help="Also bilstm-pool, the previous default.")
     parser.add_argument("--profile", action="store_true", help="Inference throughput of the default, one core.")
+    parser.add_argument("--behaviour", action="store_true", help="The behavioural suite on the default model.")
     parser.add_argument("--profile-reviews", type=int, default=5_000)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0: one per core).")
     parser.add_argument("--prepare-only", action="store_true")
@@ -373,6 +375,15 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     results = [benchmark(default_channels, default, args.threads, default["architecture"])]
     ours = results[0]
+    if args.behaviour:
+        from evaluation.behaviour import run_suite
+
+        suite = run_suite(ours["model"].predict_texts)
+        print(f"behaviour of {ours['label']}: pass rate {suite.pass_rate:.4f} ({suite.passed}/{suite.total})")
+        for check in suite.checks:
+            print(f"  {check.kind} {check.name:<34}{check.passed:>4}/{check.total:<4} {check.failures[:1]}")
+        for text in ("Not good. I would not recommend it.", "A wonderful film", "This movie isn't bad at all."):
+            print(f"  P(positive | {text!r}) = {float(ours['model'].predict_texts([text])[0]):.3f}")
     if args.compare_reference:
         assert reference_channels is not None
         reference = {**REFERENCE_HYPERPARAMETERS, "epochs": args.reference_epochs, "patience": args.reference_epochs}

@@ -421,3 +421,22 @@ def test_nb_lstm_hyperparameters_are_checked_before_training(
     err = capsys.readouterr().err
     assert "--mix must be 'val' or a number in [0, 1]" in err and "--ngram_orders must be 1, 2 or 3" in err
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.e2e  # torchrun starts two ranks
+@pytest.mark.timeout(600)
+def test_two_ranks_train_nb_lstm_as_one_process_does(np2_channels: Path, tmp_path: Path) -> None:
+    """nb-lstm under torchrun: the wide stage on rank 0 (broadcast), the deep stage data-parallel; without dropout
+    the two-rank model matches the one-process model up to float summation order."""
+    argv = [*NB_SMALL, "--dropout", "0"]
+    one = run_training(parse_hyperparameters(argv), _paths(np2_channels, tmp_path / "one"), log=lambda line: None)
+    job = tmp_path / "two"
+    done = _torchrun(argv, {**_env(np2_channels, job), "TRAINING_JOB_NAME": "nb-ddp-2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ranks 2 (wide stage on rank 0, deep stage data-parallel)" in done.stdout
+    two = json.loads((job / "model" / "metrics.json").read_text())
+    assert two["world_size"] == 2 and two["mix_deep_share"] == one["mix_deep_share"]
+    assert abs(two["val_loss"] - one["val_loss"]) < 1e-4 and two["val_accuracy"] == one["val_accuracy"]
+    single = torch.load(tmp_path / "one" / "model" / "model.pth", weights_only=True)
+    ddp = torch.load(job / "model" / "model.pth", weights_only=True)
+    assert all(torch.allclose(single[key], ddp[key], atol=1e-4) for key in single)
