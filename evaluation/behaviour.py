@@ -167,7 +167,9 @@ def _pairs(
         else:
             ok = y <= x + DIR_TOLERANCE
         if not ok:
-            failures.append({"text": changed, "original": original, "before": round(x, 4), "after": round(y, 4)})
+            failures.append(
+                {"text": changed, "original": original, "before": round(float(x), 4), "after": round(float(y), 4)}
+            )
     return CheckResult(name, kind, capability, len(pairs) - len(failures), len(pairs), failures[:MAX_EXAMPLES])
 
 
