@@ -27,7 +27,7 @@ OFFICIAL_DATA_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.ta
 OFFICIAL_DATA_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
 
 ENV_PREFIX = "SENTIFLOW_"
-Architecture = Literal["bilstm-pool", "lstm-pool", "reference"]
+Architecture = Literal["nb-lstm", "bilstm-pool", "lstm-pool", "reference"]
 """The network variants of ``model.network.ARCHITECTURES`` (a unit test keeps the two lists equal)."""
 DATA_SCHEMES = ("http", "https", "file", "s3")
 
@@ -77,8 +77,8 @@ class Settings(BaseSettings):
     # --- data ----------------------------------------------------------------------------------------
     data_url: str = Field(OFFICIAL_DATA_URL, description="IMDB archive: http(s)://, file://, s3:// or a path.")
     data_sha256: str | None = Field(None, pattern=_SHA256, description="Expected sha256 of a non-official archive.")
-    vocab_size: int = Field(5000, ge=3, description="Vocabulary size including the pad (0) and infrequent (1) ids.")
-    max_len: int = Field(500, ge=1, description="Reviews are truncated or padded to this many tokens.")
+    vocab_size: int = Field(50_000, ge=3, description="Vocabulary size including the pad (0) and infrequent (1) ids.")
+    max_len: int = Field(3_000, ge=1, description="Reviews are truncated to this many tokens (3,000: whole reviews).")
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="Stratified hold-out of the train split.")
     seed: int = Field(42, ge=0, description="Seed for every random choice.")
     expected_rows_per_split: int = Field(25000, ge=1, description="Rows the validation suite expects per split.")
@@ -86,15 +86,24 @@ class Settings(BaseSettings):
     max_review_chars: int = Field(20000, ge=100)
 
     # --- training ------------------------------------------------------------------------------------
-    architecture: Architecture = Field("bilstm-pool", description="Network variant (model.network.ARCHITECTURES).")
+    architecture: Architecture = Field("nb-lstm", description="Network variant (model.network.ARCHITECTURES).")
     epochs: int = Field(4, ge=1)
     embedding_dim: int = Field(64, ge=1)
-    hidden_dim: int = Field(128, ge=1)
+    hidden_dim: int = Field(64, ge=1)
     batch_size: int = Field(64, ge=1)
     learning_rate: float = Field(2e-3, gt=0)
     patience: int = Field(2, ge=1, description="Early stopping: epochs without validation-loss improvement.")
     train_instance_count: int = Field(
         1, ge=1, description="Training instances, one torch DDP rank each: SageMaker instances (aws), local ranks."
+    )
+
+    # --- model (issue 14) ----------------------------------------------------------------------------
+    tokenizer_version: Literal["words-neg-punct-2", "reference-bs4-porter-1"] = Field(
+        "words-neg-punct-2",
+        description="Preprocessing version (model.preprocessing.TOKENIZERS); reference-bs4-porter-1 = the notebook's.",
+    )
+    min_behaviour_pass_rate: float = Field(
+        0.0, ge=0, le=1, description="Quality gate: least share of behavioural checks passed (0 = report only)."
     )
 
     # --- quality gate and serving --------------------------------------------------------------------

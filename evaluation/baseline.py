@@ -1,5 +1,5 @@
 """The reference baseline: TF-IDF (unigrams + bigrams) and logistic regression on the same tokens as the
-LSTM."""
+LSTM — the id tokens of the channel rows the network reads (whole reviews for the default model)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from evaluation.metrics import classification_metrics
+from model.channels import Channel
 
 Tokens = Sequence[str]
 
 
-def rows_to_tokens(rows: np.ndarray) -> list[list[str]]:
-    """Encoded channel rows ``length, ids…`` → the id tokens the network sees (padding dropped)."""
+def rows_to_tokens(rows: np.ndarray | Channel) -> list[list[str]]:
+    """Encoded channel rows ``length, ids…`` (padded, or a ragged :class:`~model.channels.Channel`) → the id tokens
+    the network sees (padding dropped)."""
+    if isinstance(rows, Channel):
+        texts = rows.ids.astype(str).tolist()
+        spans = zip(rows.starts.tolist(), rows.lengths.tolist(), strict=True)
+        return [texts[start : start + length] for start, length in spans]
     return [[str(i) for i in row[1 : int(row[0]) + 1]] for row in np.asarray(rows)]
 
 

@@ -17,10 +17,43 @@ class GateDecision:
 
 
 def gate(
-    candidate_accuracy: float, deployed_accuracy: float | None, min_accuracy: float, max_regression: float
+    candidate_accuracy: float,
+    deployed_accuracy: float | None,
+    min_accuracy: float,
+    max_regression: float,
+    behaviour_pass_rate: float | None = None,
+    min_behaviour_pass_rate: float = 0.0,
 ) -> GateDecision:
     """Promote iff accuracy ≥ ``min_accuracy`` and ≥ ``deployed_accuracy - max_regression`` (when one is
-    deployed)."""
+    deployed), and the behavioural suite's pass rate ≥ ``min_behaviour_pass_rate``
+    (``SENTIFLOW_MIN_BEHAVIOUR_PASS_RATE``; 0, the default, only reports it)."""
+    behaviour = behaviour_rule(behaviour_pass_rate, min_behaviour_pass_rate)
+    if behaviour is not None and not behaviour.promote:
+        return behaviour
+    decision = _accuracy_gate(candidate_accuracy, deployed_accuracy, min_accuracy, max_regression)
+    if behaviour is not None and decision.promote:
+        return GateDecision(True, f"{decision.reason}; {behaviour.reason}")
+    return decision
+
+
+def behaviour_rule(pass_rate: float | None, minimum: float) -> GateDecision | None:
+    """The pass-rate rule alone: None when there is nothing to decide (no suite result and no minimum)."""
+    if pass_rate is None:
+        if minimum > 0:
+            return GateDecision(
+                False, f"no behavioural pass rate was reported but min_behaviour_pass_rate is {minimum:.4f}"
+            )
+        return None
+    if pass_rate + _EPSILON < minimum:
+        return GateDecision(
+            False, f"behavioural pass rate {pass_rate:.4f} is below min_behaviour_pass_rate {minimum:.4f}"
+        )
+    return GateDecision(True, f"behavioural pass rate {pass_rate:.4f} ≥ {minimum:.4f}")
+
+
+def _accuracy_gate(
+    candidate_accuracy: float, deployed_accuracy: float | None, min_accuracy: float, max_regression: float
+) -> GateDecision:
     if candidate_accuracy + _EPSILON < min_accuracy:
         return GateDecision(False, f"accuracy {candidate_accuracy:.4f} is below min_accuracy {min_accuracy:.4f}")
     if deployed_accuracy is not None and candidate_accuracy + _EPSILON < deployed_accuracy - max_regression:

@@ -58,3 +58,42 @@ def confusion_png(matrix: Sequence[Sequence[int]], title: str = "confusion matri
 def data_uri(png: bytes) -> str:
     """``data:image/png;base64,…`` for embedding a PNG in markdown."""
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def reliability_bins(
+    labels: Sequence[int] | np.ndarray, scores: np.ndarray, bins: int = 10
+) -> tuple[list[dict[str, float]], float]:
+    """Equal-width bins of P(positive): per bin its mean score, observed positive share and count; and the
+    expected calibration error (count-weighted mean |observed − predicted|)."""
+    y, s = np.asarray(labels, dtype=np.float64), np.clip(np.asarray(scores, dtype=np.float64), 0.0, 1.0)
+    which = np.minimum((s * bins).astype(int), bins - 1)
+    rows, error = [], 0.0
+    for b in range(bins):
+        mask = which == b
+        if not mask.any():
+            continue
+        predicted, observed = float(s[mask].mean()), float(y[mask].mean())
+        rows.append({"predicted": predicted, "observed": observed, "count": int(mask.sum())})
+        error += mask.sum() * abs(observed - predicted)
+    return rows, float(error / max(len(s), 1))
+
+
+def reliability_png(labels: Sequence[int] | np.ndarray, curves: Mapping[str, np.ndarray], bins: int = 10) -> bytes:
+    """Reliability diagram: observed positive share against mean P(positive) per bin, one line per model, with
+    each model's expected calibration error in the legend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(4.5, 4.5))
+    axes.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="perfectly calibrated")
+    for name, scores in curves.items():
+        rows, ece = reliability_bins(labels, scores, bins)
+        axes.plot(
+            [r["predicted"] for r in rows], [r["observed"] for r in rows], marker="o", label=f"{name} (ECE {ece:.3f})"
+        )
+    axes.set(xlabel="mean predicted P(positive)", ylabel="observed share positive", title="Reliability diagram")
+    axes.set(xlim=(0, 1), ylim=(0, 1))
+    axes.legend(loc="upper left")
+    return _png(figure)

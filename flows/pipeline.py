@@ -138,6 +138,7 @@ def prepare_data(
         settings.seed,
         per_class,
         backend,
+        settings.tokenizer_version,
         reused=reused,
         store=store,
         artifacts=_artifacts,
@@ -189,8 +190,8 @@ def evaluate_model(
     )
     evaluation = run_stage(
         evaluate_task,
-        f"{channels['train']}/train.csv",
-        f"{channels['test']}/test.csv",
+        f"{channels['train']}/train.npz",
+        f"{channels['test']}/test.npz",
         transformed,
         model_uri,
         f"evaluations/{name}",

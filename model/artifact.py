@@ -76,13 +76,18 @@ class SentimentModel:
         """P(positive) as float64 for ``len(lengths)`` encoded rows that ``take(index)`` builds one batch at a time
         (rows ``index`` as an ``(len(index), 1 + max_len)`` integer array, ids already checked). All rows are
         sorted by length together, then cut by :meth:`_length_batches`; the answer keeps the request order. A
-        caller holding thousands of rows (a Batch Transform mini-batch) thus never builds one large matrix."""
-        lengths = np.asarray(lengths)
+        caller holding thousands of rows (a Batch Transform mini-batch) thus never builds one large matrix.
+        Each batch is cut to its longest row (every network's output ignores the padding)."""
+        lengths = np.clip(np.asarray(lengths), 0, None)
         result = np.empty(len(lengths), dtype=np.float64)
         order = np.argsort(lengths, kind="stable")
+        window = getattr(self.network, "cost_window", None)
+        cost = lengths if window is None else np.minimum(lengths, window)
         with torch.inference_mode():
-            for index in self._length_batches(lengths[order], order):
-                batch = torch.as_tensor(take(index), dtype=torch.int64, device=self.device)
+            for index in self._length_batches(cost[order], order):
+                rows = take(index)
+                longest = min(int(lengths[index].max(initial=0)), rows.shape[1] - 1)
+                batch = torch.as_tensor(rows[:, : max(longest, 1) + 1], dtype=torch.int64, device=self.device)
                 out = self.network(batch).reshape(-1)
                 if returns_logits(self.network):
                     out = torch.sigmoid(out)
@@ -91,8 +96,10 @@ class SentimentModel:
 
     def _length_batches(self, sorted_lengths: np.ndarray, order: np.ndarray) -> list[np.ndarray]:
         """Split rows sorted by length into batches of at most ``batch_size`` rows and ``batch_tokens`` padded
-        steps: the network crops each batch to its longest row, so short reviews travel in large batches and
-        long ones in small batches, and hardly any work is spent on padding."""
+        steps: each batch is cut to its longest row, so short reviews travel in large batches and long ones in
+        small batches, and hardly any work is spent on padding. ``sorted_lengths`` are the costed lengths: a
+        network with a ``cost_window`` (nb-lstm: its LSTM reads the first ``lstm_len`` tokens, the n-gram path is
+        cheap) counts at most that many steps per row."""
         batches, start = [], 0
         for end in range(1, len(order) + 1):
             size = end - start

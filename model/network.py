@@ -6,9 +6,15 @@
   max- and mean-pooling over time concatenated, dropout, one linear layer returning a logit (trained with
   ``BCEWithLogitsLoss``).
 
+- ``nb-lstm`` (the default): a wide NBSVM-style n-gram bag over the **whole** review beside a pooled LSTM over its
+  first ``lstm_len`` tokens, the two logits mixed by trained scales (:class:`NBLSTMClassifier`; trained stage by
+  stage by :mod:`model.stages`). It reads rows holding whole reviews (``max_len`` 3,000 is only a safety cap).
+
 ``Network.returns_logits`` tells training which loss to use and inference whether to apply a sigmoid;
-``Network.bucketed`` tells training whether batching by length helps (it does for packed networks).
-Only ``torch`` and the standard library are imported: this module ships inside ``model.tar.gz``.
+``Network.bucketed`` tells training whether batching by length helps (it does for packed networks);
+``Network.cost_window`` (when present) is how many leading tokens of a row cost compute in proportion to their
+number, which inference uses to size its batches.
+Only ``torch``, ``numpy`` and the standard library are imported: this module ships inside ``model.tar.gz``.
 """
 
 from __future__ import annotations
@@ -16,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class LSTMClassifier(nn.Module):
@@ -100,6 +108,163 @@ class PooledLSTMClassifier(nn.Module):
         return self.dense(pooled).squeeze(-1)
 
 
+# --- nb-lstm ----------------------------------------------------------------------------------------------
+
+HASH_MULTIPLIERS = (1_000_003, 1_700_021, 910_009)  # one per position in an n-gram
+HASH_ORDER_SALT = 7_919
+MAX_VOCAB = 1 << 21  # ids below 2^21: Σ id·multiplier stays far below 2^63
+MAX_NGRAM_ORDER = len(HASH_MULTIPLIERS)
+
+
+def ngram_feature_count(vocab_size: int, orders: int, buckets: int) -> int:
+    """Size of the feature space: the unigram ids, then ``buckets // (orders - 1)`` hash slots per higher order."""
+    per_order = buckets // (orders - 1) if orders > 1 else 0
+    return vocab_size + per_order * (orders - 1)
+
+
+def ngram_features(
+    ids: torch.Tensor, lengths: torch.Tensor, vocab_size: int, orders: int, buckets: int
+) -> torch.Tensor:
+    """``(B, F)`` int64 feature ids of word-id rows ``ids`` ``(B, L)`` with real ``lengths``.
+
+    Unigrams are the word ids themselves (< ``vocab_size``); an n-gram of order 2…``orders`` hashes into its own
+    block of ``buckets // (orders - 1)`` slots after the unigrams, by integer arithmetic only
+    (``(Σ_k id_k · M_k + 7919 n) mod slots``: the same in every process, no Python ``hash()``). Each row's features
+    are sorted and each distinct feature appears once (a binarized bag); padding and repeats are 0, the feature
+    that always weighs 0.
+    """
+    if not 1 <= orders <= MAX_NGRAM_ORDER:
+        raise ValueError(f"ngram orders must be in [1, {MAX_NGRAM_ORDER}], got {orders}")
+    ids = ids.masked_fill(ids >= vocab_size, 1)
+    steps = ids.shape[1]
+    positions = torch.arange(steps, device=ids.device)[None, :]
+    parts = [ids.masked_fill(positions >= lengths[:, None], 0)]
+    per_order = buckets // (orders - 1) if orders > 1 else 0
+    for n in range(2, orders + 1):
+        if steps < n:
+            break
+        width = steps - n + 1
+        key = ids[:, :width] * HASH_MULTIPLIERS[0]
+        for k in range(1, n):
+            key = key + ids[:, k : k + width] * HASH_MULTIPLIERS[k]
+        hashed = (key + HASH_ORDER_SALT * n) % per_order + (vocab_size + (n - 2) * per_order)
+        parts.append(hashed.masked_fill(positions[:, :width] + n > lengths[:, None], 0))
+    features = torch.cat(parts, dim=1)
+    if features.device.type == "cpu" and features.numel():
+        # numpy's SIMD sort of int32 is ~30x torch.sort of int64 on one core (feature ids < 2^31)
+        values = np.sort(features.numpy().astype(np.int32), axis=1)
+        values[:, 1:][values[:, 1:] == values[:, :-1]] = 0
+        return torch.from_numpy(values.astype(np.int64))
+    features, _ = features.sort(dim=1)
+    repeated = torch.zeros_like(features, dtype=torch.bool)
+    repeated[:, 1:] = features[:, 1:] == features[:, :-1]
+    return features.masked_fill(repeated, 0)
+
+
+class NgramBag(nn.Module):
+    """The wide path: one weight per distinct uni/bi/trigram of the row, summed, plus a bias (a logit).
+
+    Training (:mod:`model.wide`) learns the NBSVM solution and stores it folded here (``weight = r · r_scale · w``
+    with ``r`` the naive-Bayes log-count ratios), so serving needs no ratio table. Feature 0 (padding and repeats)
+    has weight 0.
+    """
+
+    def __init__(self, vocab_size: int, orders: int = 3, buckets: int = 1 << 22) -> None:
+        super().__init__()
+        if not 3 <= vocab_size <= MAX_VOCAB:
+            raise ValueError(f"vocab_size must be in [3, {MAX_VOCAB}] for the n-gram path, got {vocab_size}")
+        if not 1 <= orders <= MAX_NGRAM_ORDER:
+            raise ValueError(f"ngram_orders must be in [1, {MAX_NGRAM_ORDER}], got {orders}")
+        self.vocab_size, self.orders, self.buckets = vocab_size, orders, buckets
+        self.weight = nn.Parameter(torch.zeros(ngram_feature_count(vocab_size, orders, buckets), 1))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Feature ids of rows ``x`` ``(B, 1 + L)`` (cut to the longest real row first)."""
+        if x.shape[1] < 2:
+            x = torch.cat([x, torch.zeros(len(x), 1, dtype=x.dtype, device=x.device)], dim=1)
+        lengths = x[:, 0].clamp(min=0, max=x.shape[1] - 1)
+        steps = max(1, int(lengths.max()) if len(lengths) else 1)  # an all-empty batch: one column of padding
+        return ngram_features(x[:, 1 : steps + 1], lengths, self.vocab_size, self.orders, self.buckets)
+
+    def logit_of(self, features: torch.Tensor) -> torch.Tensor:
+        # weight[0] is 0 (padding and repeats point there): no padding_idx, whose kernel is ~25x slower on CPU
+        return F.embedding_bag(features, self.weight, mode="sum").squeeze(-1) + self.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logit_of(self.features(x))
+
+
+class NBLSTMClassifier(nn.Module):
+    """``nb-lstm``: ``wide_scale · NgramBag(whole review) + deep_scale · pooled LSTM(first lstm_len tokens)``.
+
+    The deep path is a :class:`PooledLSTMClassifier` over word ids below ``lstm_vocab`` (the rest read as the
+    infrequent id 1). Both scales are buffers set by training (the mix chosen on the validation channel); with
+    ``deep_scale`` 0 inference skips the LSTM entirely. Returns a logit per row, independent of padding.
+    """
+
+    returns_logits = True
+    bucketed = True
+
+    def __init__(
+        self,
+        vocab_size: int,
+        lstm_vocab: int = 20_000,
+        lstm_len: int = 256,
+        embedding_dim: int = 64,
+        hidden_dim: int = 64,
+        bidirectional: bool = False,
+        dropout: float = 0.3,
+        ngram_orders: int = 3,
+        ngram_buckets: int = 1 << 22,
+    ) -> None:
+        super().__init__()
+        if lstm_len < 1:
+            raise ValueError(f"lstm_len must be at least 1, got {lstm_len}")
+        self.vocab_size, self.lstm_vocab, self.lstm_len = vocab_size, min(lstm_vocab, vocab_size), lstm_len
+        self.wide = NgramBag(vocab_size, ngram_orders, ngram_buckets)
+        self.deep = PooledLSTMClassifier(self.lstm_vocab, embedding_dim, hidden_dim, bidirectional, dropout)
+        self.register_buffer("wide_scale", torch.ones(()))
+        self.register_buffer("deep_scale", torch.ones(()))
+
+    @property
+    def uses_deep(self) -> bool:
+        return float(self.deep_scale) != 0.0
+
+    @property
+    def cost_window(self) -> int:
+        """How many leading tokens of a row cost LSTM steps: ``lstm_len``, or 1 for a wide-only mix (the n-gram
+        path costs little per token, so batches are then limited by their number of rows)."""
+        return self.lstm_len if self.uses_deep else 1
+
+    def deep_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The deep path's input: rows cut to their first ``lstm_len`` tokens, ids ≥ ``lstm_vocab`` → 1."""
+        lengths = x[:, 0].clamp(min=0, max=min(self.lstm_len, x.shape[1] - 1))
+        steps = max(1, int(lengths.max()) if len(lengths) else 1)
+        ids = x[:, 1 : steps + 1]
+        return torch.cat([lengths[:, None], ids.masked_fill(ids >= self.lstm_vocab, 1)], dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        wide = self.wide_scale * self.wide(x)
+        if not self.uses_deep:  # a wide-only mix never runs the LSTM
+            return wide
+        return wide + self.deep_scale * self.deep(self.deep_rows(x))
+
+
+def _nb_lstm(info: dict[str, Any]) -> nn.Module:
+    return NBLSTMClassifier(
+        vocab_size=int(info["vocab_size"]),
+        lstm_vocab=int(info.get("lstm_vocab", 20_000)),
+        lstm_len=int(info.get("lstm_len", 256)),
+        embedding_dim=int(info["embedding_dim"]),
+        hidden_dim=int(info["hidden_dim"]),
+        bidirectional=bool(int(info.get("bidirectional", 0))),
+        dropout=float(info.get("dropout", 0.3)),
+        ngram_orders=int(info.get("ngram_orders", 3)),
+        ngram_buckets=int(info.get("ngram_buckets", 1 << 22)),
+    )
+
+
 def _reference(info: dict[str, Any]) -> nn.Module:
     return LSTMClassifier(int(info["embedding_dim"]), int(info["hidden_dim"]), int(info["vocab_size"]))
 
@@ -121,13 +286,16 @@ ARCHITECTURES: dict[str, Callable[[dict[str, Any]], nn.Module]] = {
     "reference": _reference,
     "lstm-pool": _pooled(bidirectional=False),
     "bilstm-pool": _pooled(bidirectional=True),
+    "nb-lstm": _nb_lstm,
 }
-DEFAULT_ARCHITECTURE = "bilstm-pool"
+# Networks trained stage by stage (wide, deep, mix) by model.stages instead of model.train's one loop.
+STAGED_ARCHITECTURES = frozenset({"nb-lstm"})
+DEFAULT_ARCHITECTURE = "nb-lstm"
 
 
 def build_network(model_info: dict[str, Any]) -> nn.Module:
     """A fresh network for ``model_info`` (architecture, vocab_size, embedding_dim, hidden_dim, …)."""
-    name = model_info.get("architecture", DEFAULT_ARCHITECTURE)
+    name = model_info.get("architecture", "bilstm-pool")  # model_info.json always names it; older defaults did not
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {', '.join(sorted(ARCHITECTURES))}")
     return ARCHITECTURES[name](model_info)

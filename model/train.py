@@ -29,7 +29,13 @@ matched by ``METRIC_DEFINITIONS``::
 
 A checkpoint is written after every epoch and training resumes from it (spot interruptions, a killed job). The
 model folder receives ``model.pth`` (best epoch by validation loss), ``model_info.json``, ``word_dict.json``,
-``preprocessing.json``, ``metrics.json`` and ``code/``.
+``preprocessing.json`` (tokenizer version and parameters), ``metrics.json`` and ``code/``.
+
+Channels are ``<name>.npz`` (ragged whole reviews, :mod:`model.channels`) or the fixed-width ``<name>.csv`` of
+older data preparation. The default architecture ``nb-lstm`` is trained stage by stage by :mod:`model.stages`
+(wide NB n-gram bag over whole reviews, deep LSTM over the first ``lstm_len`` tokens, mix chosen on validation;
+a checkpoint per stage); the other architectures (``reference``, ``lstm-pool``, ``bilstm-pool``) by the one loop
+below.
 
 Distributed (torch DDP): launched by ``torchrun`` (what SageMaker's ``torch_distributed`` distribution runs: one
 process per host × ``sagemaker_mpi_num_of_processes_per_host``), ``WORLD_SIZE > 1`` switches it on: gloo on CPU,
@@ -38,7 +44,9 @@ process and takes every ``WORLD_SIZE``-th row of each, so the same hyperparamete
 number of ranks; DDP averages the gradients, validation sums are all-reduced, rank 0's figures decide the best
 epoch and early stopping on every rank, rank 0 alone writes checkpoints and the model folder, and on resume rank 0
 reads the checkpoint and broadcasts its bytes (other hosts need no copy). Channels are fully replicated; each rank
-shards the rows itself. Without ``WORLD_SIZE`` nothing changes.
+shards the rows itself. Without ``WORLD_SIZE`` nothing changes. For ``nb-lstm`` the wide stage runs on rank 0
+alone and its weights are broadcast (a sparse update of a few thousand rows per step: a dense all-reduce would
+cost more than it computes); the deep stage is data-parallel as above.
 """
 
 from __future__ import annotations
@@ -73,8 +81,17 @@ from model.artifact import (  # noqa: E402
     check_inference_sources,
     write_inference_code,
 )
-from model.network import ARCHITECTURES, DEFAULT_ARCHITECTURE, build_network, returns_logits  # noqa: E402
+from model.channels import Channel, ChannelError  # noqa: E402
+from model.channels import read_channel as read_channel_file  # noqa: E402
+from model.network import (  # noqa: E402
+    ARCHITECTURES,
+    DEFAULT_ARCHITECTURE,
+    STAGED_ARCHITECTURES,
+    build_network,
+    returns_logits,
+)
 from model.preprocessing import Preprocessor  # noqa: E402
+from model.stages import StagedConfig, train_staged  # noqa: E402
 
 Log = Callable[[str], None]
 DDP_TIMEOUT_S = 600  # a rank that waits this long for the others fails instead of hanging the job
@@ -108,7 +125,7 @@ class TrainConfig:
     epochs: int = 4
     batch_size: int = 64
     embedding_dim: int = 64
-    hidden_dim: int = 128
+    hidden_dim: int = 64
     learning_rate: float = 2e-3
     dropout: float = 0.3
     patience: int = 2
@@ -117,6 +134,23 @@ class TrainConfig:
     # Intra-op CPU threads; 0 = torch's default (one per core). 1 by measurement: LSTM steps are too small to
     # split, and spinning threads made an epoch 20x slower on a shared 2-core machine.
     num_threads: int = 1
+    # nb-lstm only (model.stages.StagedConfig): the LSTM's vocabulary and window, the n-gram bag, the mix
+    bidirectional: int = 0
+    lstm_vocab: int = 20_000
+    lstm_len: int = 256
+    ngram_orders: int = 3
+    ngram_buckets: int = 1 << 22
+    nb_alpha: float = 1.0
+    wide_epochs: int = 2
+    wide_lr: float = 0.03
+    wide_batch_size: int = 64
+    wide_r_scale: float = 0.1
+    wide_w_adj: float = 0.0
+    mix: str = "val"
+
+    @property
+    def staged(self) -> bool:
+        return self.architecture in STAGED_ARCHITECTURES
 
     def validate(self) -> TrainConfig:
         problems = []
@@ -131,6 +165,7 @@ class TrainConfig:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.max_grad_norm < 0 or self.num_threads < 0:
             problems.append("--max-grad-norm and --num-threads must not be negative")
+        problems.extend(StagedConfig.from_config(self).problems())
         if problems:
             raise TrainingError("bad hyperparameters: " + "; ".join(problems))
         return self
@@ -366,38 +401,37 @@ def rank_share(index: np.ndarray, rank: int, world: int) -> tuple[np.ndarray, fl
 # --- data --------------------------------------------------------------------------------------------
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def read_channel(folder: Path, name: str, max_len: int, vocab_size: int) -> Channel:
+    """Labelled channel ``name`` of ``folder`` (``<name>.npz``, or the older ``<name>.csv``), checked against the
+    preprocessing state; raises TrainingError naming what is wrong."""
+    where = folder / f"{name}.npz"
     try:
-        import pandas as pd
-
-        return pd.read_csv(path, header=None, dtype=np.int64).to_numpy()
-    except ImportError:  # pragma: no cover - containers without pandas
-        return np.loadtxt(path, delimiter=",", dtype=np.int64, ndmin=2)
-
-
-def read_channel(folder: Path, name: str, max_len: int, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(labels, rows)`` of ``folder/<name>.csv``; raises TrainingError naming what is wrong."""
-    path = folder / f"{name}.csv"
-    if not path.is_file():
-        raise TrainingError(f"channel {name!r}: {path} not found; pass the {name} channel (SM_CHANNEL_{name.upper()})")
-    try:
-        table = _read_csv(path)
-    except ValueError as error:
-        raise TrainingError(f"channel {name!r}: {path} is not an integer CSV: {error}") from error
-    if table.ndim != 2 or table.shape[0] == 0 or table.shape[1] != max_len + 2:
+        channel = read_channel_file(folder, name)
+    except ChannelError as error:
         raise TrainingError(
-            f"channel {name!r}: {path} has shape {table.shape}, expected (n >= 1, {max_len + 2}) rows "
-            f"'label,length,ids…' for max_len {max_len}; re-run data preparation"
-        )
-    labels, rows = table[:, 0], table[:, 1:]
-    if not np.isin(labels, (0, 1)).all():
-        raise TrainingError(f"channel {name!r}: {path} has labels other than 0/1 in column 1")
-    if rows[:, 0].min() < 0 or rows[:, 0].max() > max_len or rows[:, 1:].min() < 0 or rows[:, 1:].max() >= vocab_size:
+            f"channel {name!r}: {error}; pass the {name} channel (SM_CHANNEL_{name.upper()}) holding {name}.npz "
+            "(or the older fixed-width CSV) — re-run data preparation"
+        ) from error
+    if len(channel) == 0:
+        raise TrainingError(f"channel {name!r}: {where} holds no reviews; re-run data preparation")
+    if channel.labels is None or not np.isin(channel.labels, (0, 1)).all():
+        raise TrainingError(f"channel {name!r}: {where} needs 0/1 labels for every review; re-run data preparation")
+    bad_ids = bool(channel.ids.size) and (int(channel.ids.min()) < 0 or channel.max_id() >= vocab_size)
+    if int(channel.lengths.max()) > max_len or bad_ids:
         raise TrainingError(
-            f"channel {name!r}: {path} has lengths outside [0, {max_len}] or ids outside [0, {vocab_size}); "
+            f"channel {name!r}: {where} has lengths outside [0, {max_len}] or ids outside [0, {vocab_size}); "
             "it does not match preprocessing.json — re-run data preparation"
         )
-    return labels.astype(np.float32), rows
+    return channel
+
+
+def fixed_rows(channel: Channel, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels float32, rows (n, 1 + max_len) int64)`` for the one-loop architectures."""
+    rows = np.zeros((len(channel), max_len + 1), dtype=np.int64)
+    part = channel.rows(max_tokens=max_len)
+    rows[:, : part.shape[1]] = part[:, : max_len + 1]
+    assert channel.labels is not None
+    return channel.labels.astype(np.float32), rows
 
 
 def load_preprocessor(train_dir: Path) -> Preprocessor:
@@ -587,6 +621,7 @@ def load_checkpoint(path: Path, config: TrainConfig, log: Log) -> dict[str, Any]
 
 def model_info(config: TrainConfig, preprocessor: Preprocessor, job_name: str | None) -> dict[str, Any]:
     network = build_network({**asdict(config), "vocab_size": preprocessor.config.vocab_size})
+    staged = StagedConfig.from_config(config).network_info() if config.staged else {}
     return {
         "format_version": 1,
         "architecture": config.architecture,
@@ -596,6 +631,8 @@ def model_info(config: TrainConfig, preprocessor: Preprocessor, job_name: str | 
         "hidden_dim": config.hidden_dim,
         "dropout": config.dropout,
         "returns_logits": returns_logits(network),
+        **staged,
+        "tokenizer_version": preprocessor.version,
         "hyperparameters": asdict(config),
         "version": job_name,
         "torch_version": torch.__version__.split("+")[0],
@@ -626,8 +663,8 @@ def run_training(
             raise TrainingError(str(error)) from error
     preprocessor = load_preprocessor(paths.train)
     vocab_size, max_len = preprocessor.config.vocab_size, preprocessor.max_len
-    train_y, train_x = read_channel(paths.train, "train", max_len, vocab_size)
-    val_y, val_x = read_channel(paths.validation, "validation", max_len, vocab_size)
+    train_channel = read_channel(paths.train, "train", max_len, vocab_size)
+    val_channel = read_channel(paths.validation, "validation", max_len, vocab_size)
 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
@@ -635,6 +672,11 @@ def run_training(
     torch.use_deterministic_algorithms(True, warn_only=True)
     info = model_info(config, preprocessor, job_name)
     network = build_network(info).to(device)
+    if config.staged:
+        return _run_staged(config, paths, network, info, train_channel, val_channel, log, inference_code, dist_info)
+    train_y, train_x = fixed_rows(train_channel, max_len)
+    val_y, val_x = fixed_rows(val_channel, max_len)
+    del train_channel, val_channel
     optimizer = torch.optim.Adam(network.parameters(), lr=config.learning_rate)
     rows, labels = torch.from_numpy(train_x), torch.from_numpy(train_y)
     val_rows, val_labels = torch.from_numpy(val_x), torch.from_numpy(val_y)
@@ -723,6 +765,42 @@ def run_training(
         return metrics
     write_model_dir(paths, best, info, metrics, inference_code)
     log(f"wrote model to {paths.model_dir} (best epoch {state.best_epoch}, val_accuracy={metrics['val_accuracy']:.4f})")
+    return metrics
+
+
+def _run_staged(
+    config: TrainConfig,
+    paths: TrainPaths,
+    network: nn.Module,
+    info: dict[str, Any],
+    train: Channel,
+    validation: Channel,
+    log: Log,
+    inference_code: bool,
+    dist_info: Distributed | None,
+) -> dict[str, Any]:
+    """``nb-lstm``: wide, deep and mix stages (:func:`model.stages.train_staged`), then the model folder (rank 0)."""
+    started = time.perf_counter()
+    log(
+        f"training {config.architecture} on {len(train)} reviews (validation {len(validation)}), "
+        f"threads {torch.get_num_threads()}, wide epochs {config.wide_epochs}, deep epochs {config.epochs}"
+        + (f", ranks {dist_info.world_size} (wide stage on rank 0, deep stage data-parallel)" if dist_info else "")
+    )
+    try:
+        metrics = train_staged(
+            network, StagedConfig.from_config(config), train, validation, paths.checkpoint_dir, log, dist_info
+        )
+    except ValueError as error:
+        raise TrainingError(str(error)) from error
+    metrics.update(
+        train_rows=len(train), validation_rows=len(validation), device="cpu", duration_s=time.perf_counter() - started
+    )
+    if dist_info is not None:
+        metrics["world_size"] = dist_info.world_size
+    if dist_info is not None and not dist_info.is_main:
+        return metrics
+    write_model_dir(paths, _state_copy(network), info, metrics, inference_code)
+    log(f"wrote model to {paths.model_dir} (val_accuracy={metrics['val_accuracy']:.4f})")
     return metrics
 
 

@@ -3,7 +3,10 @@ baseline trained on the same tokens, published to the store as ``evaluation.json
 artifacts.
 
 The report itself is built by ``evaluation.report``; this module reads the stage inputs from the artifact store
-and publishes.
+and publishes. The behavioural suite (``evaluation.behaviour``) runs on the trained model itself (``model.tar.gz``
+unpacked and loaded as an endpoint loads it) and is published as the ``behaviour`` table artifact; its pass rate
+goes into the report (``report["behaviour"]["pass_rate"]``) for the quality gate's
+``SENTIFLOW_MIN_BEHAVIOUR_PASS_RATE`` rule.
 """
 
 from __future__ import annotations
@@ -18,49 +21,69 @@ from core.errors import SentiflowError
 from tasks.policies import local_stage, stage_cache
 
 if TYPE_CHECKING:
-    import numpy as np
-
     from backends.base import ArtifactStore
+    from model.channels import Channel
 
 
-def read_int_csv(path: Path) -> np.ndarray:
-    """A headerless integer CSV (a channel file) as a 2-D int64 array."""
-    import numpy as np
-    import pandas as pd
+def read_labelled_channel(path: Path) -> Channel:
+    """A labelled channel file: ``<name>.npz`` (ragged reviews) or the fixed-width ``label,length,ids…`` CSV of older
+    data preparation; SentiflowError naming the file and the fix."""
+    from model.channels import ChannelError, load_channel, read_rows_csv
 
     try:
-        return pd.read_csv(path, header=None, dtype=np.int64).to_numpy()
-    except (OSError, ValueError) as error:
-        message = f"channel file {path} is unreadable ({error}); re-run data preparation"
-        raise SentiflowError(message) from None
+        channel = load_channel(path) if path.suffix == ".npz" else read_rows_csv(path, labelled=True)
+    except (OSError, ValueError, ChannelError) as error:
+        raise SentiflowError(f"channel file {path} is unreadable ({error}); re-run data preparation") from None
+    if channel.labels is None:
+        raise SentiflowError(f"channel file {path} has no labels; re-run data preparation")
+    return channel
 
 
-def read_channel_csv(store: ArtifactStore, uri: str) -> np.ndarray:
-    """A channel CSV in the store as a 2-D int64 array."""
+def read_store_channel(store: ArtifactStore, uri: str) -> Channel:
+    """A labelled channel file in the store (its name keeps the suffix that says the format)."""
     with store.local_file(store.key_from_uri(uri)) as path:
-        return read_int_csv(path)
+        return read_labelled_channel(Path(path))
+
+
+def model_behaviour(store: ArtifactStore, model_uri: str) -> dict[str, Any]:
+    """The behavioural suite on the model archive at ``model_uri`` (``BehaviourReport.to_dict()``)."""
+    from evaluation.behaviour import run_suite
+    from model.artifact import load_artifact, unpack_model
+
+    with tempfile.TemporaryDirectory(prefix="sentiflow-behaviour-") as scratch:
+        with store.local_file(store.key_from_uri(model_uri)) as archive:
+            model_dir = unpack_model(Path(archive), Path(scratch))
+        return run_suite(load_artifact(model_dir).predict_texts).to_dict()
 
 
 def evaluate(
-    store: ArtifactStore, train_csv_uri: str, test_csv_uri: str, transform_output_uri: str, folder: Path, **context: Any
+    store: ArtifactStore,
+    train_uri: str,
+    test_uri: str,
+    transform_output_uri: str,
+    folder: Path,
+    behaviour: dict[str, Any] | None = None,
+    **context: Any,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Build the report into ``folder``: the transform's scores vs the test labels, and the TF-IDF baseline
-    trained on the same id tokens the network sees."""
+    trained on the same id tokens the network sees (whole reviews, up to the channels' ``max_len``)."""
     from evaluation.baseline import rows_to_tokens, tfidf_baseline
     from evaluation.report import write_report
     from tasks.transform import load_transform_scores
 
-    train = read_channel_csv(store, train_csv_uri)
-    test = read_channel_csv(store, test_csv_uri)
+    train = read_store_channel(store, train_uri)
+    test = read_store_channel(store, test_uri)
     _, scores = load_transform_scores(store, transform_output_uri)
-    baseline = tfidf_baseline(rows_to_tokens(train[:, 1:]), train[:, 0], rows_to_tokens(test[:, 1:]), test[:, 0])
-    return write_report(test[:, 0], scores, folder, baseline, transform_output_uri=transform_output_uri, **context)
+    baseline = tfidf_baseline(rows_to_tokens(train), train.labels, rows_to_tokens(test), test.labels)
+    return write_report(
+        test.labels, scores, folder, baseline, behaviour, transform_output_uri=transform_output_uri, **context
+    )
 
 
 @task(**local_stage("evaluate"), **stage_cache("tasks.evaluate", "evaluation"))
 def evaluate_task(
-    train_csv_uri: str,
-    test_csv_uri: str,
+    train_uri: str,
+    test_uri: str,
     transform_output_uri: str,
     model_uri: str,
     report_prefix: str,
@@ -73,21 +96,30 @@ def evaluate_task(
 
     from backends.base import get_store
     from core.config import get_settings
-    from evaluation.report import EVALUATION_FILE, report_markdown, table_rows
+    from evaluation.behaviour import BehaviourReport, CheckResult
+    from evaluation.report import EVALUATION_FILE, report_markdown, side_by_side, table_rows
 
     store = get_store(get_settings("parameter", backend=backend))
+    behaviour = model_behaviour(store, model_uri)
     with tempfile.TemporaryDirectory(prefix="sentiflow-evaluate-") as scratch:
         report, images = evaluate(
-            store, train_csv_uri, test_csv_uri, transform_output_uri, Path(scratch), model_uri=model_uri
+            store, train_uri, test_uri, transform_output_uri, Path(scratch), behaviour, model_uri=model_uri
         )
         for path in sorted(Path(scratch).iterdir()):
             store.put_file(path, f"{report_prefix.strip('/')}/{path.name}")
     report["uri"] = store.uri(f"{report_prefix.strip('/')}/{EVALUATION_FILE}")
     model, base = report["model"], report["baseline"]
     get_run_logger().info(
-        "LSTM accuracy %.4f (F1 %.4f, AUC %.4f) vs TF-IDF baseline %.4f → %s",
-        model["accuracy"], model["f1"], model["roc_auc"], base["accuracy"], report["uri"],
+        "model accuracy %.4f (F1 %.4f, AUC %.4f) vs TF-IDF baseline %.4f; behavioural pass rate %.4f → %s",
+        model["accuracy"], model["f1"], model["roc_auc"], base["accuracy"], behaviour["pass_rate"], report["uri"],
     )  # fmt: skip
-    create_table_artifact(table_rows(report), key="evaluation-metrics", description="LSTM vs TF-IDF baseline")
+    create_table_artifact(table_rows(report), key="evaluation-metrics", description="Model vs TF-IDF baseline")
+    create_table_artifact(side_by_side(report), key="evaluation-models", description="Models side by side")
+    suite = BehaviourReport(
+        [CheckResult(**{k: v for k, v in check.items() if k != "pass_rate"}) for check in behaviour["checks"]]
+    )
+    create_table_artifact(
+        suite.table(), key="behaviour", description=f"Behavioural checks: pass rate {behaviour['pass_rate']:.4f}"
+    )
     create_markdown_artifact(report_markdown(report, images), key="evaluation-report", description="Batch evaluation")
     return report

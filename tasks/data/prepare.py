@@ -7,10 +7,16 @@ built in a temporary folder and published as a whole (see ``ArtifactStore.publis
 
 Layout (see DEVELOPERS.md)::
 
-    channels/<key>/train/train.csv  word_dict.json  preprocessing.json
-    channels/<key>/validation/validation.csv
-    channels/<key>/test/test.csv  test_features.csv  test_labels.csv
+    channels/<key>/train/train.npz  word_dict.json  preprocessing.json
+    channels/<key>/validation/validation.npz
+    channels/<key>/test/test.npz  test_features.csv  test_labels.csv
     channels/<key>/manifest.json
+
+``.npz`` channels hold whole reviews (up to ``max_len`` tokens) in ragged form (:mod:`model.channels`);
+``test_features.csv`` is the batch-transform input, one line ``length,id_1,…,id_length`` per review (variable
+length); ``test_labels.csv`` one label per line. The reviews are tokenized with ``tokenizer_version``
+(``words-neg-punct-2`` by default; ``reference-bs4-porter-1`` is the notebook's), which ``preprocessing.json``
+records with its parameters, so training, serving and parity follow it.
 
 Reruns are Prefect's cache (this stage is keyed on its inputs and code, see ``tasks.policies``); nothing here
 checks for earlier results. :func:`build_channels` does the work; ``prepare_task`` is the Prefect stage.
@@ -25,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from prefect import task
 
+from core.errors import SentiflowError
 from core.io import atomic_write_json, sha256_file, sha256_text
 from tasks.policies import code_fingerprint, local_stage, stage_cache
 
@@ -33,12 +40,12 @@ if TYPE_CHECKING:
     import pandas as pd
 
 CHANNEL_FILES = {
-    "train": ("train.csv", "word_dict.json", "preprocessing.json"),
-    "validation": ("validation.csv",),
-    "test": ("test.csv", "test_features.csv", "test_labels.csv"),
+    "train": ("train.npz", "word_dict.json", "preprocessing.json"),
+    "validation": ("validation.npz",),
+    "test": ("test.npz", "test_features.csv", "test_labels.csv"),
 }
 MANIFEST = "manifest.json"
-PREPROCESSING_CODE = ("tasks.data.prepare", "model.preprocessing", "model.stopwords")
+PREPROCESSING_CODE = ("tasks.data.prepare", "model.preprocessing", "model.stopwords", "model.porter", "model.channels")
 
 
 @dataclass(frozen=True)
@@ -50,6 +57,7 @@ class ChannelParameters:
     validation_fraction: float
     seed: int
     max_reviews_per_class: int | None = None
+    tokenizer_version: str = "words-neg-punct-2"
 
 
 @dataclass(frozen=True)
@@ -99,16 +107,6 @@ def raw_test_reviews(frame: pd.DataFrame, per_class: int | None, seed: int) -> l
     return frame.loc[frame["split"] == "test", "review"].tolist()
 
 
-def _write_rows(path: Path, rows: np.ndarray, labels: np.ndarray | None) -> None:
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    columns = ([labels.astype(np.int64)] if labels is not None else []) + [rows[:, i] for i in range(rows.shape[1])]
-    table = pa.table({f"c{i}": column for i, column in enumerate(columns)})
-    pacsv.write_csv(table, path, write_options=pacsv.WriteOptions(include_header=False, quoting_style="none"))
-
-
 def stratified_holdout(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled (train, validation) row indices with the same label balance in both."""
     import numpy as np
@@ -127,38 +125,48 @@ def build_channels(frame: pd.DataFrame, parameters: ChannelParameters, out: Path
     """Write the channel files of ``frame`` into ``out`` (empty folder); returns the manifest (also written)."""
     import numpy as np
 
-    from model import preprocessing  # imported here: NLTK's import alone costs about a second
+    from model import preprocessing
+    from model.channels import Channel, write_channel, write_rows_csv
     from model.preprocessing import PreprocessingConfig, Preprocessor
 
+    try:
+        preprocessing.tokenizer_spec(parameters.tokenizer_version)
+    except ValueError as error:
+        raise SentiflowError(f"setting tokenizer_version: {error}") from None
     frame = subsample(frame, parameters.max_reviews_per_class, parameters.seed)
     train = frame[frame["split"] == "train"]
     test = frame[frame["split"] == "test"]
-    train_tokens = preprocessing.reviews_to_words(train["review"].tolist())
-    test_tokens = preprocessing.reviews_to_words(test["review"].tolist())
+    # one process: this stage runs inside Prefect's threaded engine (see preprocessing.tokenize_many)
+    train_tokens = preprocessing.tokenize_many(train["review"].tolist(), parameters.tokenizer_version)
+    test_tokens = preprocessing.tokenize_many(test["review"].tolist(), parameters.tokenizer_version)
 
     word_dict = preprocessing.build_vocabulary(train_tokens, parameters.vocab_size)
-    config = PreprocessingConfig(vocab_size=parameters.vocab_size, max_len=parameters.max_len)
-    train_rows = preprocessing.encode_many(train_tokens, word_dict, parameters.max_len)
-    test_rows = preprocessing.encode_many(test_tokens, word_dict, parameters.max_len)
+    config = PreprocessingConfig(
+        vocab_size=parameters.vocab_size, max_len=parameters.max_len, tokenizer_version=parameters.tokenizer_version
+    )
     train_labels = train["label"].to_numpy()
     test_labels = test["label"].to_numpy()
+    everything = Channel(*preprocessing.encode_ids(train_tokens, word_dict, parameters.max_len), train_labels)
+    test_channel = Channel(*preprocessing.encode_ids(test_tokens, word_dict, parameters.max_len), test_labels)
     fit_idx, val_idx = stratified_holdout(train_labels, parameters.validation_fraction, parameters.seed)
 
     for name in CHANNEL_FILES:
         (out / name).mkdir()
     Preprocessor(word_dict, config).save(out / "train")
-    _write_rows(out / "train" / "train.csv", train_rows[fit_idx], train_labels[fit_idx])
-    _write_rows(out / "validation" / "validation.csv", train_rows[val_idx], train_labels[val_idx])
-    _write_rows(out / "test" / "test.csv", test_rows, test_labels)
-    _write_rows(out / "test" / "test_features.csv", test_rows, None)
-    _write_rows(out / "test" / "test_labels.csv", test_labels[:, None], None)
+    write_channel(out / "train" / "train.npz", everything.take(fit_idx))
+    write_channel(out / "validation" / "validation.npz", everything.take(val_idx))
+    write_channel(out / "test" / "test.npz", test_channel)
+    write_rows_csv(out / "test" / "test_features.csv", Channel(test_channel.lengths, test_channel.ids))
+    (out / "test" / "test_labels.csv").write_text("".join(f"{int(label)}\n" for label in test_labels))
 
-    in_vocab = np.mean([row[0] > 0 and np.mean(row[1 : row[0] + 1] >= 2) for row in train_rows[:2000]])
+    sample = everything.take(np.arange(min(2000, len(everything))))
+    known = [np.mean(sample.review(i) >= 2) for i in range(len(sample)) if sample.lengths[i] > 0]
+    in_vocab = np.sum(known) / len(sample) if len(sample) else 0.0
     manifest = {
         "key": key,
         "parameters": asdict(parameters),
-        "preprocessing": asdict(config),
-        "counts": {"train": len(fit_idx), "validation": len(val_idx), "test": len(test_rows)},
+        "preprocessing": config.to_dict(),
+        "counts": {"train": len(fit_idx), "validation": len(val_idx), "test": len(test_channel)},
         "vocabulary_size": len(word_dict) + 2,
         "mean_tokens": float(np.mean([len(t) for t in train_tokens])) if train_tokens else 0.0,
         "truncated_share": float(np.mean([len(t) > parameters.max_len for t in train_tokens])) if train_tokens else 0.0,
@@ -204,6 +212,7 @@ def prepare_task(
     seed: int,
     max_reviews_per_class: int | None,
     backend: str,
+    tokenizer_version: str | None = None,
 ) -> ChannelSet:
     """Tokenize, build the vocabulary and publish the train/validation/test channels to the artifact store."""
     from prefect.artifacts import create_table_artifact
@@ -219,9 +228,15 @@ def prepare_task(
         max_len=max_len,
         validation_fraction=validation_fraction,
         seed=seed,
+        tokenizer_version=tokenizer_version,
     )
     parameters = ChannelParameters(
-        settings.vocab_size, settings.max_len, settings.validation_fraction, settings.seed, max_reviews_per_class
+        settings.vocab_size,
+        settings.max_len,
+        settings.validation_fraction,
+        settings.seed,
+        max_reviews_per_class,
+        settings.tokenizer_version,
     )
     channels = prepare_channels(get_store(settings), dataset_uri, parameters)
     rate = sum(channels.counts.values()) / max(channels.seconds, 1e-9)
@@ -234,6 +249,7 @@ def prepare_task(
         table=[
             {"channel": name, "rows": rows, "uri": channels.channels[name]} for name, rows in channels.counts.items()
         ],
-        description=f"Training channels {channels.key} (vocabulary {channels.vocabulary_size})",
+        description=f"Training channels {channels.key} ({parameters.tokenizer_version}, vocabulary "
+        f"{channels.vocabulary_size}, max_len {parameters.max_len})",
     )
     return channels

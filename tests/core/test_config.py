@@ -25,6 +25,8 @@ BAD_VALUES: dict[str, str] = {
     "min_review_chars": "0",
     "max_review_chars": "50",
     "architecture": "gpt",
+    "tokenizer_version": "words-3",
+    "min_behaviour_pass_rate": "1.5",
     "epochs": "1.5",
     "embedding_dim": "0",
     "hidden_dim": "-3",

@@ -48,6 +48,21 @@ def test_parity_passes_for_the_real_preprocessing(tiny: TinyModel, batch_scores:
     assert result.max_abs_diff <= 1e-5
 
 
+def test_parity_is_complete_for_each_tokenizer_version(tiny: TinyModel, tiny_reference: TinyModel) -> None:
+    """Every test review, for the default (words-neg-punct-2, nb-lstm) and the reference pair: the serving path
+    follows the tokenizer version the artifact records."""
+    from model.inference import model_fn
+
+    for model in (tiny, tiny_reference):
+        loaded = model_fn(str(model.model_dir))
+        scores = loaded.predict_proba(model.test_rows)
+        result = parity_check(model.test_reviews, scores, len(model.test_reviews), in_process(model.model_dir))
+        assert result.passed and result.checked == 200 and result.mismatched == 0, loaded.preprocessor.version
+    assert model_fn(str(tiny_reference.model_dir)).info["architecture"] == "reference"
+    assert model_fn(str(tiny_reference.model_dir)).preprocessor.version == "reference-bs4-porter-1"
+    assert tiny.test_tokens[0][:3] == ["a", "great", "film"] and tiny_reference.test_tokens[0][:2] == ["great", "film"]
+
+
 def test_parity_catches_shuffled_word_dict(tiny: TinyModel, batch_scores: np.ndarray, tmp_path: Path) -> None:
     broken = shuffled_copy(tiny.model_dir, tmp_path / "broken")
     result = parity_check(tiny.test_reviews, batch_scores, 1000, in_process(broken))

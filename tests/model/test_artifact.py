@@ -179,3 +179,82 @@ def test_unpack_rejects_a_file_that_is_not_a_tarball(tmp_path: Path) -> None:
     junk.write_bytes(b"not a tarball")
     with pytest.raises(ArtifactError, match="cannot unpack"):
         unpack_model(junk, tmp_path / "dest")
+
+
+# --- the default model (nb-lstm over words-neg-punct-2) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def nb_model_dir(np2_channels: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An nb-lstm model folder written by hand from a staged training on the synthetic default channels."""
+    import json
+
+    import torch
+
+    from model.artifact import atomic_torch_save, write_inference_code
+    from model.channels import read_channel
+    from model.network import NBLSTMClassifier
+    from model.stages import StagedConfig, train_staged
+
+    config = StagedConfig(epochs=1, batch_size=16, embedding_dim=8, hidden_dim=8, lstm_vocab=60, lstm_len=30,
+                          ngram_buckets=2000, wide_batch_size=16, wide_lr=0.05, seed=2)  # fmt: skip
+    torch.manual_seed(config.seed)
+    network = NBLSTMClassifier(60, lstm_vocab=60, lstm_len=30, embedding_dim=8, hidden_dim=8, ngram_buckets=2000)
+    root = tmp_path_factory.mktemp("nb-model")
+    train = read_channel(np2_channels / "train", "train")
+    validation = read_channel(np2_channels / "validation", "validation")
+    train_staged(network, config, train, validation, root / "ckpt", log=lambda line: None)
+    with torch.no_grad():  # a real mix of both paths, whatever the validation grid chose
+        network.wide_scale.fill_(0.6)
+        network.deep_scale.fill_(0.4)
+    model_dir = root / "model"
+    model_dir.mkdir()
+    atomic_torch_save(network.state_dict(), model_dir / "model.pth")
+    info = {"architecture": "nb-lstm", "vocab_size": 60, "max_len": 200, "embedding_dim": 8, "hidden_dim": 8,
+            **config.network_info(), "returns_logits": True}  # fmt: skip
+    (model_dir / "model_info.json").write_text(json.dumps(info))
+    for name in ("word_dict.json", "preprocessing.json"):
+        shutil.copyfile(np2_channels / "train" / name, model_dir / name)
+    (model_dir / "metrics.json").write_text("{}")
+    write_inference_code(model_dir)
+    return model_dir
+
+
+def test_nb_lstm_artifact_round_trip_and_prediction_path(nb_model_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    model = load_artifact(nb_model_dir)
+    assert model.preprocessor.version == "words-neg-punct-2" and model.network.cost_window == 30
+    reviews = ["Not good. I would not recommend it.", "wonderful brilliant loved it", "awful boring waste", ""]
+    scores = model.predict_texts(reviews)
+    rows = model.preprocessor.encode_texts(reviews)
+    with torch.inference_mode():
+        direct = torch.sigmoid(model.network(torch.from_numpy(rows))).double().numpy()
+    np.testing.assert_allclose(scores, direct, atol=1e-6)
+    model.batch_size, model.batch_tokens = 2, 40  # other batches, the same scores
+    np.testing.assert_allclose(model.predict_texts(reviews), scores, atol=1e-6)
+    unpacked = unpack_model(pack_model_dir(nb_model_dir, tmp_path / "model.tar.gz"), tmp_path / "unpacked")
+    np.testing.assert_array_equal(load_artifact(unpacked).predict_texts(reviews), scores)
+    state = torch.load(nb_model_dir / "model.pth", weights_only=True)
+    assert state["wide.weight"][0].item() == 0.0 and float(state["deep_scale"]) == pytest.approx(0.4)
+
+
+def test_predict_proba_cuts_padding_and_budgets_the_lstm_window(nb_model_dir: Path) -> None:
+    model = load_artifact(nb_model_dir)
+    seen: list[tuple[int, int]] = []
+    forward = model.network.forward
+    model.network.forward = lambda x: (seen.append(tuple(x.shape)), forward(x))[1]
+    lengths = [3, 180, 5, 150, 0]
+    rows = np.zeros((5, 201), dtype=np.int64)
+    for i, length in enumerate(lengths):
+        rows[i, 0] = length
+        rows[i, 1 : length + 1] = np.arange(length) % 57 + 2
+    model.batch_tokens = 60  # two rows of the 30-token LSTM window per batch, whatever their full length
+    scores = model.predict_proba(rows)
+    assert seen == [(3, 6), (2, 181)]  # length-sorted, each batch as wide as its longest row
+    seen.clear()
+    model.network.lstm_len = 1000  # counted on whole lengths, the two long reviews would travel alone
+    model.predict_proba(rows)
+    assert seen == [(3, 6), (1, 151), (1, 181)]
+    model.network.lstm_len = 30
+    assert np.array_equal(scores[[4, 0]], model.predict_proba(rows[[4, 0]]))

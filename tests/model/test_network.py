@@ -6,6 +6,7 @@ import torch
 from model.network import (
     ARCHITECTURES,
     LSTMClassifier,
+    NBLSTMClassifier,
     PooledLSTMClassifier,
     build_network,
     returns_logits,
@@ -75,3 +76,77 @@ def test_build_network_for_every_architecture() -> None:
 def test_build_network_rejects_unknown_architecture() -> None:
     with pytest.raises(ValueError, match="unknown architecture 'transformer'"):
         build_network({"architecture": "transformer", "vocab_size": 30, "embedding_dim": 4, "hidden_dim": 3})
+
+
+# --- nb-lstm ----------------------------------------------------------------------------------------------
+
+
+def _nb(**overrides: object) -> NBLSTMClassifier:
+    torch.manual_seed(0)
+    settings = {"vocab_size": 50, "lstm_vocab": 30, "lstm_len": 6, "embedding_dim": 8, "hidden_dim": 6}
+    network = NBLSTMClassifier(**{**settings, "ngram_buckets": 1000, **overrides}).eval()
+    with torch.no_grad():
+        network.wide.weight.normal_()
+        network.wide.weight[0] = 0.0
+        network.wide.bias.fill_(0.3)
+        network.wide_scale.fill_(0.7)
+        network.deep_scale.fill_(0.3)
+    return network
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_nb_lstm_output_is_independent_of_padding_and_batch(bidirectional: bool) -> None:
+    network = _nb(bidirectional=bidirectional)
+    lengths = [4, 12, 0, 9, 1]
+    rows = _rows(lengths, max_len=12, vocab_size=50)
+    out = network(rows)
+    assert out.shape == (5,) and torch.isfinite(out).all() and returns_logits(network)
+    for i, length in enumerate(lengths):  # each row alone, cut to its length, or with more padding
+        alone = network(rows[i : i + 1, : max(length, 1) + 1])
+        padded = network(torch.cat([rows[i : i + 1], torch.zeros(1, 20, dtype=torch.int64)], dim=1))
+        assert torch.allclose(alone, out[i : i + 1], atol=1e-5) and torch.allclose(padded, alone, atol=1e-5)
+
+
+def test_nb_lstm_mixes_its_paths_and_reads_only_the_lstm_window() -> None:
+    network = _nb()
+    rows = _rows([12, 3], max_len=12, vocab_size=50)
+    wide = network.wide(rows)
+    deep = network.deep(network.deep_rows(rows))
+    assert torch.allclose(network(rows), 0.7 * wide + 0.3 * deep, atol=1e-6)
+    cut = network.deep_rows(rows)
+    assert cut.shape == (2, 7) and cut[:, 0].tolist() == [6, 3] and int(cut[:, 1:].max()) < 30
+    changed = rows.clone()
+    changed[0, 8:] = 2  # beyond the LSTM window: only the wide path sees it
+    assert torch.equal(network.deep_rows(changed), cut) and not torch.equal(network.wide(changed), wide)
+
+
+def test_nb_lstm_with_deep_share_zero_never_runs_the_lstm(monkeypatch: pytest.MonkeyPatch) -> None:
+    network = _nb()
+    rows = _rows([5, 2], vocab_size=50)
+    with torch.no_grad():
+        network.deep_scale.fill_(0.0)
+    monkeypatch.setattr(network.deep, "forward", lambda x: pytest.fail("the LSTM ran"))
+    assert torch.allclose(network(rows), 0.7 * network.wide(rows))
+    assert network.cost_window == 1
+    with torch.no_grad():
+        network.deep_scale.fill_(0.5)
+    assert network.cost_window == 6
+
+
+def test_nb_lstm_from_model_info_and_its_state_dict() -> None:
+    info = {"architecture": "nb-lstm", "vocab_size": 40, "embedding_dim": 4, "hidden_dim": 3, "lstm_vocab": 25,
+            "lstm_len": 8, "bidirectional": 1, "ngram_orders": 2, "ngram_buckets": 100}  # fmt: skip
+    network = build_network(info)
+    assert isinstance(network, NBLSTMClassifier) and network.deep.bidirectional
+    assert network.wide.weight.shape == (140, 1) and network.deep.embedding.num_embeddings == 25
+    keys = set(network.state_dict())
+    assert {
+        "wide.weight",
+        "wide.bias",
+        "wide_scale",
+        "deep_scale",
+        "deep.embedding.weight",
+        "deep.dense.weight",
+    } <= keys
+    with pytest.raises(ValueError, match="vocab_size must be in"):
+        NBLSTMClassifier(vocab_size=(1 << 21) + 1)

@@ -32,7 +32,9 @@ from model.train import (
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-TINY = [
+TINY = [  # the one-loop path (bilstm-pool); nb-lstm's staged path has its own tests below
+    "--architecture",
+    "bilstm-pool",
     "--embedding-dim",
     "8",
     "--hidden-dim",
@@ -57,7 +59,9 @@ def _paths(channels: Path, job: Path) -> TrainPaths:
 
 
 def _config(**overrides: object) -> TrainConfig:
-    return TrainConfig(**{"embedding_dim": 8, "hidden_dim": 8, "batch_size": 32, "seed": 5, **overrides})
+    return TrainConfig(
+        **{"architecture": "bilstm-pool", "embedding_dim": 8, "hidden_dim": 8, "batch_size": 32, "seed": 5, **overrides}
+    )
 
 
 def _env(channels: Path, job: Path) -> dict[str, str]:
@@ -186,14 +190,14 @@ def test_missing_channel_fails_before_training(
     assert not (tmp_path / "checkpoints").exists()
 
 
-def test_channel_without_its_csv_fails_before_training(
+def test_channel_without_its_file_fails_before_training(
     channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
     env = {**_env(channels, tmp_path), "SM_CHANNEL_VALIDATION": str(empty)}
     assert main(TINY, env) == 2
-    assert f"{empty / 'validation.csv'} not found" in capsys.readouterr().err
+    assert f"{empty / 'validation.npz'} not found" in capsys.readouterr().err
     assert not (tmp_path / "checkpoints").exists()
 
 
@@ -375,3 +379,64 @@ def test_two_ranks_train_what_one_process_trains_and_resume_from_rank_0s_checkpo
     ddp = torch.load(job / "model" / "model.pth", weights_only=True)
     assert all(torch.allclose(single[key], ddp[key], atol=1e-4) for key in single)
     assert load_artifact(job / "model").version == "ddp-2"
+
+
+# --- nb-lstm (the default) through the same entry point --------------------------------------------------------
+
+NB_SMALL = [
+    "--epochs", "2", "--batch_size", "16", "--embedding_dim", "8", "--hidden_dim", "8", "--learning_rate", "0.01",
+    "--lstm_vocab", "60", "--lstm_len", "30", "--ngram_buckets", "2000", "--wide_batch_size", "16",
+    "--wide_lr", "0.05", "--seed", "3", "--num_threads", "1",
+]  # fmt: skip
+
+
+def test_the_default_architecture_is_nb_lstm_trained_stage_by_stage(
+    np2_channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Script mode on .npz channels of the default tokenizer: wide, deep, mix; the artifact records everything
+    serving needs (tokenizer version and parameters, vocabulary, n-gram buckets, the mix)."""
+    assert TrainConfig().architecture == "nb-lstm"
+    assert main(NB_SMALL, _env(np2_channels, tmp_path)) == 0
+    out = capsys.readouterr().out
+    assert "training nb-lstm on 192 reviews" in out and "mix: deep share" in out
+    assert [EPOCH_LINE.match(line) is not None for line in out.splitlines() if line.startswith("epoch=")] == [True] * 2
+    model = load_artifact(tmp_path / "model")
+    info = model.info
+    assert info["architecture"] == "nb-lstm" and info["ngram_buckets"] == 2000 and info["lstm_len"] == 30
+    assert info["tokenizer_version"] == "words-neg-punct-2" == model.preprocessor.version
+    preprocessing = json.loads((tmp_path / "model" / "preprocessing.json").read_text())
+    assert preprocessing["tokenizer_params"]["negations"] == "n't -> ' not'"
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["val_accuracy"] >= 0.9 and 0.0 <= metrics["mix_deep_share"] <= 1.0
+    positive, negative = model.predict_texts(["great wonderful loved excellent film", "awful terrible boring film"])
+    assert positive > 0.5 > negative
+    weights = torch.load(tmp_path / "model" / "model.pth", weights_only=True)
+    assert float(weights["deep_scale"]) == metrics["mix_deep_share"]
+
+
+def test_nb_lstm_hyperparameters_are_checked_before_training(
+    np2_channels: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*NB_SMALL, "--mix", "most", "--ngram_orders", "4"], _env(np2_channels, tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "--mix must be 'val' or a number in [0, 1]" in err and "--ngram_orders must be 1, 2 or 3" in err
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.e2e  # torchrun starts two ranks
+@pytest.mark.timeout(600)
+def test_two_ranks_train_nb_lstm_as_one_process_does(np2_channels: Path, tmp_path: Path) -> None:
+    """nb-lstm under torchrun: the wide stage on rank 0 (broadcast), the deep stage data-parallel; without dropout
+    the two-rank model matches the one-process model up to float summation order."""
+    argv = [*NB_SMALL, "--dropout", "0"]
+    one = run_training(parse_hyperparameters(argv), _paths(np2_channels, tmp_path / "one"), log=lambda line: None)
+    job = tmp_path / "two"
+    done = _torchrun(argv, {**_env(np2_channels, job), "TRAINING_JOB_NAME": "nb-ddp-2"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ranks 2 (wide stage on rank 0, deep stage data-parallel)" in done.stdout
+    two = json.loads((job / "model" / "metrics.json").read_text())
+    assert two["world_size"] == 2 and two["mix_deep_share"] == one["mix_deep_share"]
+    assert abs(two["val_loss"] - one["val_loss"]) < 1e-4 and two["val_accuracy"] == one["val_accuracy"]
+    single = torch.load(tmp_path / "one" / "model" / "model.pth", weights_only=True)
+    ddp = torch.load(job / "model" / "model.pth", weights_only=True)
+    assert all(torch.allclose(single[key], ddp[key], atol=1e-4) for key in single)

@@ -61,4 +61,33 @@ def test_tasks_in_a_flow_write_report_and_artifacts(
     assert decision["promote"] and "no model deployed" in decision["reason"]
     with get_client(sync_client=True) as client:
         keys = {artifact.key for artifact in client.read_artifacts()}
-    assert {"evaluation-metrics", "evaluation-report"} <= keys
+    assert {"evaluation-metrics", "evaluation-report", "evaluation-models", "behaviour"} <= keys
+    assert 0 < report["behaviour"]["pass_rate"] <= 1 and report["behaviour"]["total"] >= 50
+
+
+def test_the_evaluate_stage_reads_npz_channels_and_the_older_csv(tiny: TinyModel, tmp_path: Path) -> None:
+    from core.errors import SentiflowError
+    from model.channels import Channel, write_channel
+    from tasks.evaluate import read_labelled_channel
+
+    channel = Channel.from_rows(tiny.test_rows, tiny.test_labels)
+    write_channel(tmp_path / "test.npz", channel)
+    np.savetxt(tmp_path / "test.csv", np.column_stack([tiny.test_labels, tiny.test_rows]), fmt="%d", delimiter=",")
+    for name in ("test.npz", "test.csv"):
+        read = read_labelled_channel(tmp_path / name)
+        assert (read.labels == tiny.test_labels).all() and (read.ids == channel.ids).all(), name
+    np.savetxt(tmp_path / "features.csv", tiny.test_rows[:, :3], fmt="%d", delimiter=",")
+    with pytest.raises(SentiflowError, match=r"features.csv is unreadable .*; re-run data preparation"):
+        read_labelled_channel(tmp_path / "features.csv")
+
+
+def test_the_behaviour_suite_runs_on_the_stored_model_archive(settings, tiny: TinyModel) -> None:
+    from backends.local.storage import LocalArtifactStore
+    from tasks.evaluate import model_behaviour
+
+    store = LocalArtifactStore(settings.store_dir)
+    model_uri, _ = store.put_file(tiny.tar_path, "training/behaviour/model.tar.gz")
+    behaviour = model_behaviour(store, model_uri)
+    checks = {check["name"]: check for check in behaviour["checks"]}
+    assert checks["markup and casing"]["pass_rate"] == 1.0 and behaviour["pass_rate"] >= 0.8
+    assert behaviour["passed"] == sum(check["passed"] for check in behaviour["checks"])

@@ -127,7 +127,7 @@ def test_train_task_in_a_flow_publishes_curves_and_epoch_table(
         return train_model(uris, hyperparameters, 1, "local")
 
     result = train_flow()
-    assert result.hyperparameters["epochs"] == 2 and result.hyperparameters["architecture"] == "bilstm-pool"
+    assert result.hyperparameters["epochs"] == 2 and result.hyperparameters["architecture"] == "nb-lstm"
     assert store.exists(store.key_from_uri(result.model_uri))
     with get_client(sync_client=True) as client:
         artifacts = {artifact.key: artifact for artifact in client.read_artifacts()}

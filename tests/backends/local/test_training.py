@@ -19,7 +19,17 @@ from core.io import read_json
 from model.artifact import load_artifact, unpack_model
 from tests.fixtures.synthetic import write_channels
 
-TINY = {"epochs": 1, "embedding_dim": 8, "hidden_dim": 8, "batch_size": 32, "seed": 3, "num_threads": 1}
+# the one-loop architecture: its checkpoint.pth is what these tests kill and resume (nb-lstm's stage checkpoints:
+# tests/model/test_stages.py)
+TINY = {
+    "architecture": "bilstm-pool",
+    "epochs": 1,
+    "embedding_dim": 8,
+    "hidden_dim": 8,
+    "batch_size": 32,
+    "seed": 3,
+    "num_threads": 1,
+}
 
 
 @pytest.fixture

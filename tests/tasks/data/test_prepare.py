@@ -1,4 +1,5 @@
-"""Channels: the SageMaker CSV layout, the stratified hold-out, the content address, and publishing as one entry."""
+"""Channels: the .npz layout (and the batch-transform CSV), the tokenizer version, the stratified hold-out, the
+content address, and publishing as one entry."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 
 from backends.local.storage import LocalArtifactStore
 from core.io import read_json, sha256_file
-from model.preprocessing import Preprocessor, review_to_words
+from model.channels import load_channel, read_rows_csv
+from model.preprocessing import NEG_PUNCT_VERSION, REFERENCE_VERSION, Preprocessor, tokenizer
 from tasks.data import prepare as prepare_module
 from tasks.data.load import dataset_key, load_archive
 from tasks.data.prepare import ChannelParameters, channel_key, prepare_channels, stratified_holdout
@@ -35,10 +37,6 @@ def dataset_uri(store: LocalArtifactStore, frame: pd.DataFrame, tmp_path: Path) 
     return uri
 
 
-def _read(path) -> np.ndarray:
-    return pd.read_csv(path, header=None).to_numpy()
-
-
 def _folder(store: LocalArtifactStore, uri: str) -> Path:
     return store.path(store.key_from_uri(uri))
 
@@ -46,32 +44,45 @@ def _folder(store: LocalArtifactStore, uri: str) -> Path:
 def test_channel_files_and_row_format(store, dataset_uri) -> None:
     result = prepare_channels(store, dataset_uri, PARAMETERS)
     assert result.counts == {"train": 180, "validation": 20, "test": 200}
-    train = _read(_folder(store, result.channels["train"]) / "train.csv")
-    assert train.shape == (180, 2 + PARAMETERS.max_len)
-    assert set(train[:, 0]) == {0, 1}
-    lengths, ids = train[:, 1], train[:, 2:]
-    for length, row in zip(lengths, ids, strict=True):
-        assert (row[:length] >= 1).all() and (row[length:] == 0).all()
+    train = load_channel(_folder(store, result.channels["train"]) / "train.npz")
+    assert len(train) == 180 and set(train.labels.tolist()) == {0, 1}
+    assert train.lengths.max() <= PARAMETERS.max_len and (train.ids >= 1).all()
     test_dir = _folder(store, result.channels["test"])
-    test = _read(test_dir / "test.csv")
-    assert (_read(test_dir / "test_features.csv") == test[:, 1:]).all()
-    assert (_read(test_dir / "test_labels.csv")[:, 0] == test[:, 0]).all()
+    test = load_channel(test_dir / "test.npz")
+    features = read_rows_csv(test_dir / "test_features.csv")
+    assert features.labels is None and (features.lengths == test.lengths).all() and (features.ids == test.ids).all()
+    labels = np.loadtxt(test_dir / "test_labels.csv", dtype=np.int64)
+    assert (labels == test.labels).all()
     manifest = read_json(_folder(store, result.manifest_uri))
     for relative, digest in manifest["files"].items():
         assert sha256_file(_folder(store, result.channels["train"]).parent / relative) == digest
     assert all(store.exists(store.key_from_uri(uri)) for uri in result.artifacts())
 
 
-def test_test_rows_follow_the_table_order_and_the_shared_encoder(store, dataset_uri, frame) -> None:
-    result = prepare_channels(store, dataset_uri, PARAMETERS)
+@pytest.mark.parametrize("version", [NEG_PUNCT_VERSION, REFERENCE_VERSION])
+def test_test_rows_follow_the_table_order_and_the_shared_encoder(store, dataset_uri, frame, version) -> None:
+    """Each tokenizer version: the state records it, and serving's encoder gives exactly the channel's rows."""
+    parameters = ChannelParameters(**{**PARAMETERS.__dict__, "tokenizer_version": version})
+    result = prepare_channels(store, dataset_uri, parameters)
     preprocessor = Preprocessor.from_dir(_folder(store, result.channels["train"]))
+    assert preprocessor.version == version
     reviews = frame[frame.split == "test"].review.tolist()
     expected = preprocessor.encode_texts(reviews)
-    assert (_read(_folder(store, result.channels["test"]) / "test_features.csv") == expected).all()
+    test = load_channel(_folder(store, result.channels["test"]) / "test.npz")
+    assert (test.rows() == expected[:, : test.rows().shape[1]]).all() and (expected[:, 0] == test.lengths).all()
     vocab = preprocessor.word_dict
     assert sorted(vocab.values()) == list(range(2, 2 + len(vocab)))
-    train_words = {w for r in frame[frame.split == "train"].review for w in review_to_words(r)}
+    train_words = {w for r in frame[frame.split == "train"].review for w in tokenizer(version)(r)}
     assert set(vocab) <= train_words
+    manifest = read_json(_folder(store, result.manifest_uri))
+    assert manifest["preprocessing"]["tokenizer_version"] == version
+
+
+def test_an_unknown_tokenizer_version_is_named(store, dataset_uri) -> None:
+    from core.errors import SentiflowError
+
+    with pytest.raises(SentiflowError, match="tokenizer_version: unknown tokenizer_version 'nope'"):
+        prepare_channels(store, dataset_uri, ChannelParameters(**{**PARAMETERS.__dict__, "tokenizer_version": "nope"}))
 
 
 def test_holdout_is_stratified_disjoint_and_seeded() -> None:
@@ -87,7 +98,8 @@ def test_the_key_names_the_content_dataset_parameters_and_code(monkeypatch: pyte
     key = channel_key("file:///store/datasets/a/reviews.parquet", PARAMETERS)
     assert key == channel_key("file:///store/datasets/a/reviews.parquet", PARAMETERS)
     assert key != channel_key("file:///store/datasets/b/reviews.parquet", PARAMETERS)
-    for change in ({"vocab_size": 61}, {"max_len": 81}, {"seed": 1}, {"max_reviews_per_class": 10}):
+    changes = ({"vocab_size": 61}, {"max_len": 81}, {"seed": 1}, {"max_reviews_per_class": 10})
+    for change in (*changes, {"tokenizer_version": REFERENCE_VERSION}):
         other = ChannelParameters(**{**PARAMETERS.__dict__, **change})
         assert channel_key("file:///store/datasets/a/reviews.parquet", other) != key, change
     monkeypatch.setattr(prepare_module, "code_fingerprint", lambda *modules: "other code")
@@ -98,7 +110,7 @@ def test_a_crash_mid_write_publishes_nothing(store, dataset_uri, monkeypatch) ->
     def explode(*args, **kwargs):
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr(prepare_module, "_write_rows", explode)
+    monkeypatch.setattr("model.channels.write_rows_csv", explode)  # after the .npz files are written
     with pytest.raises(RuntimeError):
         prepare_channels(store, dataset_uri, PARAMETERS)
     assert list((store.root / "channels").iterdir()) == []
@@ -106,7 +118,7 @@ def test_a_crash_mid_write_publishes_nothing(store, dataset_uri, monkeypatch) ->
 
 def test_an_entry_already_published_is_kept(store, dataset_uri) -> None:
     first = prepare_channels(store, dataset_uri, PARAMETERS)
-    train_csv = _folder(store, first.channels["train"]) / "train.csv"
+    train_csv = _folder(store, first.channels["train"]) / "train.npz"
     stamp = train_csv.stat().st_mtime_ns
     second = prepare_channels(store, dataset_uri, PARAMETERS)
     assert second.channels == first.channels and train_csv.stat().st_mtime_ns == stamp
