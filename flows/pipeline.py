@@ -332,7 +332,12 @@ def pipeline(
         training.model_uri, evaluation.get("uri"), accuracy, model_tags(data, training), settings.backend
     )
     decision = gate_task(
-        accuracy, deployed["accuracy"] if deployed else None, settings.min_accuracy, settings.max_regression
+        accuracy,
+        deployed["accuracy"] if deployed else None,
+        settings.min_accuracy,
+        settings.max_regression,
+        (evaluation.get("behaviour") or {}).get("pass_rate"),
+        settings.min_behaviour_pass_rate,
     )
     summary: dict[str, Any] = {
         "backend": settings.backend,

@@ -51,11 +51,23 @@ def reject_model_task(version: int, reason: str, backend: str) -> bool:
 
 @task(**once_stage("quality-gate"), cache_policy=NO_CACHE)
 def gate_task(
-    candidate_accuracy: float, deployed_accuracy: float | None, min_accuracy: float, max_regression: float
+    candidate_accuracy: float,
+    deployed_accuracy: float | None,
+    min_accuracy: float,
+    max_regression: float,
+    behaviour_pass_rate: float | None = None,
+    min_behaviour_pass_rate: float = 0.0,
 ) -> dict[str, Any]:
     """The promotion decision as ``{"promote": bool, "reason": str}``."""
     from prefect.logging import get_run_logger
 
-    decision = gate(candidate_accuracy, deployed_accuracy, min_accuracy, max_regression)
+    decision = gate(
+        candidate_accuracy,
+        deployed_accuracy,
+        min_accuracy,
+        max_regression,
+        behaviour_pass_rate=behaviour_pass_rate,
+        min_behaviour_pass_rate=min_behaviour_pass_rate,
+    )
     get_run_logger().info("quality gate: %s — %s", "promote" if decision.promote else "not promoted", decision.reason)
     return decision.to_dict()
