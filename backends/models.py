@@ -2,8 +2,11 @@
 
 Accepted: a model folder (holding ``model.pth``), a ``model.tar.gz`` path, a ``file://`` URI of either,
 or a URI of the configured artifact store (``s3://…`` with the aws backend). Archives are unpacked once into
-``<home>/cache/models/<sha256 prefix>/`` and reused. It lives with the backends because a store URI needs the
-artifact store; the serving code is handed the folder.
+``<home>/cache/models/<sha256 prefix>/`` and reused. An archive is checked against
+``core.archives.MODEL_LIMITS`` (members, sizes, expansion ratio, no links or paths outside) before it is unpacked:
+a model archive is written by whoever can write the store (the SageMaker execution role), so it is untrusted.
+
+It lives with the backends because a store URI needs the artifact store; the serving code is handed the folder.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from backends.base import get_store
+from core.archives import MODEL_LIMITS, ArchiveRefused, check_tar
 from core.config import Settings
 from core.errors import SentiflowError
 from core.io import atomic_dir, local_path, sha256_file
@@ -25,6 +29,10 @@ def unpacked_model_dir(tar_path: Path, cache_dir: Path) -> Path:
 
     target = cache_dir / "models" / sha256_file(tar_path)[:16]
     if not (target / MODEL_WEIGHTS).is_file():
+        try:
+            check_tar(tar_path, MODEL_LIMITS)
+        except ArchiveRefused as error:
+            raise SentiflowError(f"model archive refused: {error}; pass a model.tar.gz that training wrote") from None
         with atomic_dir(target) as tmp:
             unpack_model(tar_path, tmp)
     return target

@@ -17,11 +17,12 @@ from types import NoneType, UnionType
 from typing import Any, Literal, Union, get_args, get_origin
 
 import annotated_types
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_serializer, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
 from core.errors import ConfigError
+from core.redact import redact_url
 
 OFFICIAL_DATA_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 OFFICIAL_DATA_MD5 = "7c2ac02c03563afcf9b574c7e56c153a"
@@ -56,9 +57,38 @@ _PATTERN_WORDS = {
 }
 """What each string pattern means, in words, for error messages."""
 
+SECRET_FIELDS = frozenset({"notify_url"})
+"""Settings whose value is never shown, not even in an error message."""
+URL_FIELDS = frozenset({"data_url"})
+"""Settings that may carry credentials in a URL: shown redacted (``core.redact.redact_url``)."""
+
+OPEN_HOST_HINT = (
+    "put an authenticating reverse proxy (TLS + auth) in front of a server on 127.0.0.1 to reach it from elsewhere"
+)
+"""How to reach a sentiflow server from another host without opening it unauthenticated."""
+
+_LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or ``localhost``) is reachable from this machine only."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_open_host(host: str, what: str, how: str = OPEN_HOST_HINT) -> None:
+    """ConfigError (one line) unless ``host`` is a loopback address: ``what`` would be open to the network."""
+    if not is_loopback(host):
+        raise ConfigError(f"refusing to serve {what} on {host} without authentication: keep 127.0.0.1, or {how}")
+
+
 _ACCEPTS_BY_VALIDATOR = {
     "data_url": "an http(s)://, file:// or s3:// URL, or a local path",
-    "serve_host": "an IP address or host name such as 127.0.0.1",
+    "serve_host": "a loopback address such as 127.0.0.1 or localhost",
     "notify_url": "a URL with a scheme: a Slack webhook, an Apprise URL (mailto://, json://…) or an http(s):// URL",
 }
 """What fields with a custom validator accept."""
@@ -67,7 +97,7 @@ _ACCEPTS_BY_VALIDATOR = {
 class Settings(BaseSettings):
     """sentiflow configuration (env prefix ``SENTIFLOW_``)."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, env_file=".env", extra="ignore", hide_input_in_errors=True)
 
     # --- where things live -------------------------------------------------------------------------
     home: Path = Field(Path(".sentiflow"), description="The local artifact store, state and Prefect's database.")
@@ -75,7 +105,9 @@ class Settings(BaseSettings):
     prefect_port: int = Field(4200, ge=1, le=65535, description="Port of the managed local Prefect server (API, UI).")
 
     # --- data ----------------------------------------------------------------------------------------
-    data_url: str = Field(OFFICIAL_DATA_URL, description="IMDB archive: http(s)://, file://, s3:// or a path.")
+    data_url: str = Field(
+        OFFICIAL_DATA_URL, repr=False, description="IMDB archive: http(s)://, file://, s3:// or a path."
+    )  # may carry credentials (user:pass@, a signed query): shown only through core.redact
     data_sha256: str | None = Field(None, pattern=_SHA256, description="Expected sha256 of a non-official archive.")
     vocab_size: int = Field(50_000, ge=3, description="Vocabulary size including the pad (0) and infrequent (1) ids.")
     max_len: int = Field(3_000, ge=1, description="Reviews are truncated to this many tokens (3,000: whole reviews).")
@@ -110,7 +142,9 @@ class Settings(BaseSettings):
     min_accuracy: float = Field(0.85, ge=0, le=1)
     max_regression: float = Field(0.005, ge=0, le=1)
     parity_sample: int = Field(1000, ge=0)
-    serve_host: str = Field("127.0.0.1")
+    serve_host: str = Field(
+        "127.0.0.1", description="Interface of local endpoint servers: loopback only (they have no authentication)."
+    )
     serve_max_body_bytes: int = Field(1 << 20, ge=1)
     serve_max_reviews: int = Field(256, ge=1)
     api_port: int = Field(8600, ge=0, le=65535)
@@ -123,7 +157,7 @@ class Settings(BaseSettings):
     max_age_hours: float | None = Field(None, gt=0)
 
     # --- notifications -------------------------------------------------------------------------------
-    notify_url: str | None = Field(None, description="Slack webhook, Apprise URL or any http(s) URL.")
+    notify_url: SecretStr | None = Field(None, description="Slack webhook, Apprise URL or any http(s) URL (a secret).")
 
     # --- aws -----------------------------------------------------------------------------------------
     aws_region: str = Field("us-east-1", pattern=_REGION)
@@ -169,6 +203,10 @@ class Settings(BaseSettings):
             raise ValueError("unsupported data source")
         return value.strip()
 
+    @field_serializer("data_url", when_used="json")
+    def _redacted_data_url(self, value: str) -> str:
+        return redact_url(value)  # JSON copies are shown or stored: no credentials in them
+
     @field_validator("serve_host", mode="after")
     @classmethod
     def _host(cls, value: str) -> str:
@@ -177,12 +215,17 @@ class Settings(BaseSettings):
         except ValueError:
             if not _HOSTNAME.match(value):
                 raise ValueError("not an IP address or host name") from None
+        if not is_loopback(value):
+            raise ValueError(
+                f"not a loopback address: sentiflow's endpoint servers have no authentication, so they bind "
+                f"127.0.0.1 only; {OPEN_HOST_HINT}"
+            )
         return value
 
     @field_validator("notify_url", mode="after")
     @classmethod
-    def _has_scheme(cls, value: str | None) -> str | None:
-        if value is not None and not _URL_SCHEME.match(value.strip()):
+    def _has_scheme(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not _URL_SCHEME.match(value.get_secret_value().strip()):
             raise ValueError("no scheme")
         return value
 
@@ -277,8 +320,13 @@ def settings_error(error: ValidationError, origin: str) -> ConfigError:
         reason = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         if item.get("type") == "string_pattern_mismatch":
             reason = "wrong format"
-        if name in Settings.model_fields:
-            problems.append(f"{label}={item.get('input')!r} is invalid ({reason}): it accepts {accepts(name)}")
+        if name in SECRET_FIELDS:
+            problems.append(f"{label} is invalid ({reason}): it accepts {accepts(name)}")
+        elif name in Settings.model_fields:
+            shown = item.get("input")
+            if name in URL_FIELDS and isinstance(shown, str):
+                shown = redact_url(shown)
+            problems.append(f"{label}={shown!r} is invalid ({reason}): it accepts {accepts(name)}")
         else:
             problems.append(f"{label}: {reason}")
     return ConfigError("; ".join(problems))

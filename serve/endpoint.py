@@ -682,6 +682,15 @@ def main(argv: list[str] | None = None) -> int:
     if not entry_point.is_file():
         print(f"endpoint: {entry_point} not found; pass an unpacked model.tar.gz", file=sys.stderr)
         return 2
+    if args.fd is None:
+        from core.config import refuse_open_host
+        from core.errors import ConfigError
+
+        try:
+            refuse_open_host(args.host, "the endpoint server")
+        except ConfigError as failure:
+            print(f"endpoint: {failure}", file=sys.stderr)
+            return 2
     sock = _listening(args)
     if args.state_dir is not None:
         args.state_dir.mkdir(parents=True, exist_ok=True)

@@ -580,7 +580,7 @@ def serve(settings: Settings, sock: socket.socket, *, environments: int = DEFAUL
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m serve.gateway --fd N`` (the local backend's way) or ``--host H --port P``."""
-    from core.config import get_settings
+    from core.config import get_settings, refuse_open_host
 
     parser = argparse.ArgumentParser(prog="python -m serve.gateway", description=__doc__.splitlines()[0])
     parser.add_argument("--fd", type=int, help="an inherited listening socket")
@@ -591,6 +591,8 @@ def main(argv: list[str] | None = None) -> None:
     settings = get_settings()
     port = settings.api_port if args.port is None else args.port
     try:
+        if args.fd is None:
+            refuse_open_host(args.host, "the API gateway")
         sock = socket.socket(fileno=args.fd) if args.fd is not None else listening_socket(args.host, port)
     except SentiflowError as failure:
         sys.exit(f"error: {failure}")

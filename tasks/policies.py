@@ -33,6 +33,7 @@ from prefect.tasks import exponential_backoff
 
 from core.errors import SentiflowError
 from core.events import FAILED_ERROR_LABEL, FAILED_TASK_LABEL
+from core.redact import redact_text
 
 _MAX_ERROR_CHARS = 400
 
@@ -143,7 +144,7 @@ def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
 
 
 def describe_error(state: Any, task: Any = None) -> str:
-    """``ExceptionType: message`` of a failed state (or its message), shortened for a label."""
+    """``ExceptionType: message`` of a failed state (or its message), URLs redacted, shortened for a label."""
     if state.name == "TimedOut":
         name = getattr(task, "name", None) or "the stage"
         return timeout_message(name, getattr(task, "timeout_seconds", None))[:_MAX_ERROR_CHARS]
@@ -152,7 +153,7 @@ def describe_error(state: Any, task: Any = None) -> str:
     except Exception as exc:  # reading the result can itself fail (e.g. unpersisted)
         error = exc
     text = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else str(state.message or "")
-    text = " ".join(text.split())
+    text = redact_text(" ".join(text.split()))  # a label is shown and sent: no URL credentials in it
     return text if len(text) <= _MAX_ERROR_CHARS else text[: _MAX_ERROR_CHARS - 1] + "…"
 
 

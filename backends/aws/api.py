@@ -3,8 +3,15 @@
 ``point_to(endpoint)`` is idempotent: it creates or updates the function (code,
 ``ENDPOINT_NAME``/``MODEL_VERSION`` environment), the HTTP API (CORS, AWS_PROXY integration with payload
 format 2.0, the route, a ``$default`` auto-deploy stage) and the permission that lets API Gateway invoke the
-function. Plain boto3: the SageMaker SDK has nothing for Lambda or API Gateway, and prefect-aws's
-``LambdaFunction`` block only invokes functions.
+function.
+
+The API is public (no authorizer: see docs/aws.md for adding one), so it is bounded instead: the stage is
+throttled (:data:`THROTTLE`), the function's concurrency is reserved (:data:`RESERVED_CONCURRENCY`, which also caps
+what a flood can cost in endpoint load), and CORS allows only the page's origin (:func:`cors_for`: the local
+gateway's page, ``http://127.0.0.1:<SENTIFLOW_API_PORT>`` and ``http://localhost:<port>``), never ``*``.
+
+Plain boto3: the SageMaker SDK has nothing for Lambda or API Gateway, and prefect-aws's ``LambdaFunction`` block
+only invokes functions.
 """
 
 from __future__ import annotations
@@ -28,12 +35,22 @@ PERMISSION_SID = "sentiflow-apigateway-invoke"
 TIMEOUT_S = 30  # HTTP APIs give up after 30 s
 MEMORY_MB = 256
 INTEGRATION_TIMEOUT_MS = 29_000
-CORS = {
-    "AllowOrigins": ["*"],
-    "AllowMethods": ["POST", "OPTIONS"],
-    "AllowHeaders": ["content-type"],
-    "MaxAge": 3600,
-}
+THROTTLE = {"ThrottlingBurstLimit": 20, "ThrottlingRateLimit": 10.0}
+"""Default route settings of the stage: requests per second (steady) and burst, over all clients."""
+RESERVED_CONCURRENCY = 5
+"""Concurrent executions reserved for (and the most allowed to) the API function."""
+DEFAULT_PAGE_PORT = 8600
+
+
+def cors_for(settings: Settings) -> dict[str, Any]:
+    """CORS of the HTTP API: the page's origins only (the local gateway serves the page)."""
+    port = settings.api_port or DEFAULT_PAGE_PORT
+    return {
+        "AllowOrigins": [f"http://127.0.0.1:{port}", f"http://localhost:{port}"],
+        "AllowMethods": ["POST", "OPTIONS"],
+        "AllowHeaders": ["content-type"],
+        "MaxAge": 3600,
+    }
 
 
 def build_zip(folder: Path) -> tuple[bytes, str, str]:
@@ -90,6 +107,9 @@ class LambdaHttpApi:
                 Tags=self.tags,
             )
             lam.get_waiter("function_active_v2").wait(FunctionName=self.function_name)
+            lam.put_function_concurrency(
+                FunctionName=self.function_name, ReservedConcurrentExecutions=RESERVED_CONCURRENCY
+            )
             log(f"lambda {self.function_name} created -> endpoint {endpoint.name}")
             return created["FunctionArn"]
         lam.update_function_code(FunctionName=self.function_name, ZipFile=code)
@@ -104,6 +124,7 @@ class LambdaHttpApi:
             Environment=environment,
         )
         lam.get_waiter("function_updated_v2").wait(FunctionName=self.function_name)
+        lam.put_function_concurrency(FunctionName=self.function_name, ReservedConcurrentExecutions=RESERVED_CONCURRENCY)
         log(f"lambda {self.function_name} updated -> endpoint {endpoint.name} v{endpoint.version}")
         return updated["FunctionArn"]
 
@@ -153,18 +174,19 @@ class LambdaHttpApi:
 
     def _api(self, function_arn: str, log: LogLine) -> dict[str, Any]:
         gateway = self.clients.client("apigatewayv2")
+        cors = cors_for(self.settings)
         api = self._find_api()
         if api is None:
             api = gateway.create_api(
                 Name=self.api_name,
                 ProtocolType="HTTP",
                 Description="sentiflow sentiment API",
-                CorsConfiguration=CORS,
+                CorsConfiguration=cors,
                 Tags=self.tags,
             )
             log(f"HTTP API {self.api_name} created ({api['ApiEndpoint']})")
-        elif api.get("CorsConfiguration") != CORS:
-            gateway.update_api(ApiId=api["ApiId"], CorsConfiguration=CORS)
+        elif api.get("CorsConfiguration") != cors:
+            gateway.update_api(ApiId=api["ApiId"], CorsConfiguration=cors)
         api_id = api["ApiId"]
         integration_id = None
         for item in gateway.get_integrations(ApiId=api_id).get("Items", []):
@@ -185,9 +207,15 @@ class LambdaHttpApi:
             gateway.create_route(ApiId=api_id, RouteKey=ROUTE_KEY, Target=target)
         elif route.get("Target") != target:
             gateway.update_route(ApiId=api_id, RouteId=route["RouteId"], Target=target)
-        stages = gateway.get_stages(ApiId=api_id).get("Items", [])
-        if not any(s.get("StageName") == STAGE for s in stages):
-            gateway.create_stage(ApiId=api_id, StageName=STAGE, AutoDeploy=True, Tags=self.tags)
+        stage = next(
+            (s for s in gateway.get_stages(ApiId=api_id).get("Items", []) if s.get("StageName") == STAGE), None
+        )
+        if stage is None:
+            gateway.create_stage(
+                ApiId=api_id, StageName=STAGE, AutoDeploy=True, DefaultRouteSettings=THROTTLE, Tags=self.tags
+            )
+        elif not _throttled(stage):
+            gateway.update_stage(ApiId=api_id, StageName=STAGE, DefaultRouteSettings=THROTTLE)
         return api
 
     # --- interface ----------------------------------------------------------------------------------------
@@ -215,3 +243,9 @@ class LambdaHttpApi:
                 config = {}
         variables = config.get("Environment", {}).get("Variables", {})
         return ApiInfo(url=api["ApiEndpoint"], page_url=None, endpoint_name=variables.get("ENDPOINT_NAME"))
+
+
+def _throttled(stage: dict[str, Any]) -> bool:
+    """Whether ``stage`` (GetStages item) has :data:`THROTTLE` as its default route settings."""
+    current = stage.get("DefaultRouteSettings") or {}
+    return all(current.get(key) == value for key, value in THROTTLE.items())

@@ -67,14 +67,27 @@ class S3ArtifactStore:
 
     # --- objects --------------------------------------------------------------------------------------
     def _head(self, object_key: str) -> dict[str, Any] | None:
+        """The object's metadata, None if it does not exist.
+
+        S3 answers HeadObject on a missing key with 404 only to a caller that may ``s3:ListBucket``; without it,
+        403 — for a missing key and a forbidden one alike (HEAD has no body, so the code is ``'403'``). That is a
+        permission to fix, not a transient fault: one line naming the grant, never retried.
+        """
         from botocore.exceptions import ClientError
 
         try:
             with aws_errors(f"reading s3://{self.bucket}/{object_key}"):
                 return self.s3.head_object(Bucket=self.bucket, Key=object_key)
         except ClientError as error:
-            if error_code(error) in {"404", "NoSuchKey", "NotFound"}:
+            code = error_code(error)
+            if code in {"404", "NoSuchKey", "NotFound"}:
                 return None
+            if code in {"403", "Forbidden"}:
+                raise SentiflowError(
+                    f"reading s3://{self.bucket}/{object_key} was refused (HTTP 403: S3 answers a missing key "
+                    "with 403 to a caller without s3:ListBucket): grant s3:ListBucket on the bucket and "
+                    "s3:GetObject on the store's prefixes (deployments/iam/operator.json, docs/aws.md)"
+                ) from None
             raise
 
     def exists(self, key: str) -> bool:

@@ -2,36 +2,34 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import sys
 from typing import Annotated
 
 import typer
 
-_LOOPBACK_NAMES = ("localhost",)
-
 
 def api(
     port: Annotated[
         int | None, typer.Option(help="Port (default: SENTIFLOW_API_PORT, else 8600); 0 picks a free one.")
     ] = None,
-    host: Annotated[str, typer.Option(help="Interface to bind (keep it on loopback).")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind: loopback only (the gateway has no auth).")
+    ] = "127.0.0.1",
     environments: Annotated[int, typer.Option(min=1, help="Execution environments (worker processes).")] = 4,
 ) -> None:
     """Serve the page at / and POST /predict, pointed at the endpoint the last deploy chose.
 
     Deploys re-point a running gateway through ``<state_dir>/api.json``; one started here is found and re-pointed
     too. This process binds the port, then becomes the gateway (``python -m serve.gateway``)."""
-    from core.config import get_settings
+    from core.config import get_settings, refuse_open_host
     from core.processes import listening_socket
     from serve.gateway import api_state_path, read_api_target
 
+    refuse_open_host(host, "the API gateway")
     settings = get_settings()
-    if not _is_loopback(host):
-        typer.secho(f"warning: {host} is not a loopback address; the API is reachable from the network", err=True)
     sock = listening_socket(host, settings.api_port if port is None else port)
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{sock.getsockname()[1]}"
+    url = f"http://{host}:{sock.getsockname()[1]}"
     target = read_api_target(api_state_path(settings))
     typer.echo(f"sentiflow API gateway listening on {url} (Ctrl+C to stop)")
     typer.echo(f"  page: {url}/")
@@ -45,15 +43,6 @@ def api(
     os.set_inheritable(sock.fileno(), True)
     argv = [sys.executable, "-m", "serve.gateway", "--fd", str(sock.fileno()), "--environments", str(environments)]
     os.execv(sys.executable, argv)  # Ctrl+C and SIGTERM now reach the gateway itself
-
-
-def _is_loopback(host: str) -> bool:
-    if host in _LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def register(app: typer.Typer) -> None:

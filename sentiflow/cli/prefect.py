@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from core.config import get_settings
+from core.config import get_settings, refuse_open_host
 
 prefect_app = typer.Typer(
     name="prefect",
@@ -15,7 +16,25 @@ prefect_app = typer.Typer(
     no_args_is_help=True,
 )
 
-HostOption = Annotated[str, typer.Option("--host", help="Address the Prefect server binds to.")]
+HostOption = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        help="Address the Prefect server binds to (other than loopback only with PREFECT_SERVER_API_AUTH_STRING).",
+    ),
+]
+PREFECT_AUTH_HINT = (
+    "set PREFECT_SERVER_API_AUTH_STRING=user:password for the server (and PREFECT_API_AUTH_STRING for its clients) "
+    "and put TLS in front of it: anyone who reaches an open Prefect server runs deployments and reads block secrets"
+)
+
+
+def check_server_host(host: str) -> None:
+    """ConfigError unless ``host`` is loopback or the server will require Prefect's basic auth."""
+    if not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+        refuse_open_host(host, "the Prefect server", PREFECT_AUTH_HINT)
+
+
 PortOption = Annotated[
     int | None,
     typer.Option(
@@ -57,6 +76,7 @@ def server_command(
     database and log under SENTIFLOW_HOME/prefect) and wait until it answers. Reused if it runs."""
     from sentiflow.ops.server import start_server
 
+    check_server_host(host)
     settings = get_settings(prefect_port=port)
     info = start_server(settings, host=host, port=settings.prefect_port, ui=not no_ui, timeout=timeout)
     typer.echo(f"Prefect server running (pid {info.pid}, log {info.log_path})")
@@ -110,6 +130,7 @@ def up_command(
     from sentiflow.ops.server import start_server
     from sentiflow.ops.worker import start_worker
 
+    check_server_host(host)
     settings = get_settings(prefect_port=port)
     server = start_server(settings, host=host, port=settings.prefect_port, timeout=timeout)
     report = deploy_all(settings, project_dir=project_dir, api_url=server.api_url)

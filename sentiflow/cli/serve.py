@@ -13,7 +13,7 @@ def serve(
     model: Annotated[str, typer.Option("--model", help="Model folder, model.tar.gz, file:// or store URI.")],
     port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 8080,
     host: Annotated[
-        str | None, typer.Option(help="Interface to bind (default: SENTIFLOW_SERVE_HOST, 127.0.0.1).")
+        str | None, typer.Option(help="Interface to bind: loopback only (default: SENTIFLOW_SERVE_HOST, 127.0.0.1).")
     ] = None,
     name: Annotated[
         str | None, typer.Option(help="Endpoint name; /endpoints/OTHER/invocations then answers 404.")
@@ -28,9 +28,11 @@ def serve(
     The model reference is resolved (a store URI is fetched, an archive unpacked) and the port bound; then this
     process becomes the endpoint server (``python -m serve.endpoint``), the very program a deploy runs."""
     from backends.models import resolve_model_dir
-    from core.config import get_settings
+    from core.config import get_settings, refuse_open_host
     from core.processes import listening_socket
 
+    if host is not None:
+        refuse_open_host(host, "the endpoint server")
     settings = get_settings(serve_host=host)
     model_dir = resolve_model_dir(model, settings)
     sock = listening_socket(settings.serve_host, port)

@@ -8,9 +8,14 @@ from collections.abc import Callable
 from core.config import Settings
 from core.errors import SentiflowError
 
+RESULT_SERIALIZER = "json"
+"""Prefect's serializer for every result record (stage results are small dataclasses and dicts): a record in the
+result storage is data to read, never code to run (pickle). Inherited by servers, workers and their flow runs."""
+
 
 def configure_environment(settings: Settings) -> None:
-    """Point Prefect at ``SENTIFLOW_HOME`` (absolute) unless the user chose otherwise; never phone home.
+    """Point Prefect at ``SENTIFLOW_HOME`` (absolute) unless the user chose otherwise; never phone home; results
+    serialized as JSON (:data:`RESULT_SERIALIZER`).
 
     Talks to ``PREFECT_API_URL`` if set, else to the managed server of this ``SENTIFLOW_HOME`` when it runs
     (nothing is started here: see :func:`configure_flow_run`). Never a temporary ("ephemeral") server.
@@ -22,6 +27,7 @@ def configure_environment(settings: Settings) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_ENABLED", "false")
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_RESULTS_DEFAULT_SERIALIZER", RESULT_SERIALIZER)  # no pickle in shared storage
     if not os.environ.get("PREFECT_API_URL"):
         from sentiflow.ops.server import read_server
 

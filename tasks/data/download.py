@@ -1,5 +1,10 @@
 """Stage 1 — fetch the IMDB archive from http(s), file://, a plain path or s3://, verify it, put it in the store.
 
+A source URL may carry credentials (``user:pass@``, a signed query): only its redacted form
+(``core.redact.redact_url``: scheme, host, path) is ever logged, put in an error, or recorded (``ArchiveRef.source``,
+the task's result record). Before it is stored, the archive's members are checked against caps
+(``core.archives.IMDB_LIMITS``): a decompression bomb or an unsafe member is refused with one line.
+
 The archive lands in the artifact store under its own hash (``archives/<sha256>/<file name>``), so every later
 stage — on any worker — reads it from there. A file that fails its hash is deleted and reported, never stored.
 
@@ -21,15 +26,17 @@ from urllib.parse import unquote, urlparse
 from prefect import task
 from prefect.cache_policies import CachePolicy
 
+from core.archives import IMDB_LIMITS, ArchiveRefused, check_tar
 from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
 from core.errors import DataError, SentiflowError
 from core.io import atomic_path, file_digest, local_path
+from core.redact import SecretFilter, redact_url
 from tasks.policies import network_stage, stage_cache
 
 
 @dataclass(frozen=True)
 class ArchiveRef:
-    """The verified archive in the artifact store."""
+    """The verified archive in the artifact store (``source`` is the redacted source URL)."""
 
     uri: str
     source: str
@@ -66,15 +73,35 @@ def archive_key(sha256: str, source: str) -> str:
     return f"archives/{sha256}/{file_name(source)}"
 
 
-def _fetch_http(source: str, target: Path, pinned: tuple[str, str] | None) -> None:
+def _quiet_pooch() -> None:
+    """Redact pooch's own log lines (``Downloading data from '<URL>'``): its logger is not registered with
+    :mod:`logging`, so ``logging.getLogger("pooch")`` would not reach it."""
     import pooch
 
+    logger = pooch.get_logger()
+    if not any(isinstance(item, SecretFilter) for item in logger.filters):
+        logger.addFilter(SecretFilter())
+
+
+def _fetch_http(source: str, target: Path, pinned: tuple[str, str] | None) -> None:
+    import pooch
+    import requests
+
+    _quiet_pooch()
+    shown = redact_url(source)
     known = f"{pinned[0]}:{pinned[1]}" if pinned else None
     downloader = pooch.HTTPDownloader(progressbar=False, timeout=60)
     try:
         pooch.retrieve(source, known_hash=known, fname=target.name, path=target.parent, downloader=downloader)
-    except ValueError as error:  # pooch: hash mismatch (it already removed the file)
-        raise DataError(f"download of {source} failed its hash check: {error}") from None
+    except ValueError as error:  # pooch: hash mismatch (it already removed the file); its text names no URL
+        raise DataError(f"download of {shown} failed its hash check: {error}") from None
+    except requests.HTTPError as error:  # its text holds the full URL: never passed on
+        status = error.response.status_code if error.response is not None else 0
+        if 400 <= status < 500:
+            raise DataError(f"download of {shown} answered HTTP {status}; check the URL and its credentials") from None
+        raise ConnectionError(f"download of {shown} answered HTTP {status}") from None  # retried
+    except requests.RequestException as error:
+        raise ConnectionError(f"download of {shown} failed: {type(error).__name__}") from None  # retried
 
 
 def _fetch_s3(source: str, target: Path) -> None:
@@ -88,7 +115,7 @@ def _fetch_s3(source: str, target: Path) -> None:
 def _fetch_file(source: str, target: Path) -> None:
     path = local_path(source) or Path(source).expanduser()
     if not path.is_file():
-        raise DataError(f"data source {source!r} does not exist; pass --source with an archive path or URL")
+        raise DataError(f"data source {redact_url(source)!r} does not exist; pass --source with an archive path or URL")
     with atomic_path(target) as tmp:
         shutil.copyfile(path, tmp)
 
@@ -101,14 +128,14 @@ def _verify(target: Path, source: str, pinned: tuple[str, str] | None) -> str:
         if got != want:
             target.unlink(missing_ok=True)
             raise DataError(
-                f"archive from {source} has {algorithm} {got}, expected {want}; the file was deleted. "
+                f"archive from {redact_url(source)} has {algorithm} {got}, expected {want}; the file was deleted. "
                 "Check the source, or pass the right --sha256"
             )
     return sha256
 
 
 def fetch(source: str, target: Path, pinned: tuple[str, str] | None) -> str:
-    """Fetch ``source`` to ``target`` and verify it; returns its sha256."""
+    """Fetch ``source`` to ``target``, verify its hash and its caps; returns its sha256."""
     scheme = urlparse(source).scheme
     if scheme in ("http", "https"):
         _fetch_http(source, target, pinned)
@@ -117,8 +144,16 @@ def fetch(source: str, target: Path, pinned: tuple[str, str] | None) -> str:
     elif scheme in ("", "file"):
         _fetch_file(source, target)
     else:
-        raise SentiflowError(f"unsupported data source {source!r}: use http(s)://, file://, s3:// or a local path")
-    return _verify(target, source, pinned)
+        raise SentiflowError(
+            f"unsupported data source {redact_url(source)!r}: use http(s)://, file://, s3:// or a local path"
+        )
+    digest = _verify(target, source, pinned)
+    try:
+        check_tar(target, IMDB_LIMITS)
+    except ArchiveRefused as error:
+        target.unlink(missing_ok=True)
+        raise DataError(f"archive from {redact_url(source)} refused: {error}") from None
+    return digest
 
 
 def download_archive(store: Any, source: str, sha256: str | None = None) -> ArchiveRef:
@@ -130,7 +165,7 @@ def download_archive(store: Any, source: str, sha256: str | None = None) -> Arch
         digest = fetch(source, target, pinned)
         size = target.stat().st_size
         uri, _ = store.put_file(target, archive_key(digest, source))
-    return ArchiveRef(uri, source, digest, size, round(time.perf_counter() - started, 3))
+    return ArchiveRef(uri, redact_url(source), digest, size, round(time.perf_counter() - started, 3))
 
 
 # --- the Prefect task ----------------------------------------------------------------------------------
@@ -169,6 +204,6 @@ def download_task(source: str, sha256: str | None, backend: str) -> ArchiveRef:
     result = download_archive(store, source, sha256)
     get_run_logger().info(
         "download: %s in %.1f s (%.1f MB, sha256 %s) → %s",
-        source, result.seconds, result.size / 1e6, result.sha256, result.uri,
+        result.source, result.seconds, result.size / 1e6, result.sha256, result.uri,
     )  # fmt: skip
     return result

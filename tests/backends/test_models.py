@@ -43,3 +43,17 @@ def test_bad_artifacts_are_user_errors(settings: Settings, tmp_path: Path, artif
     (tmp_path / "notes.txt").write_text("hi")
     with pytest.raises(SentiflowError, match=fragment):
         resolve_model_dir(artifact.format(tmp=tmp_path), settings)
+
+
+def test_a_model_archive_bomb_is_refused_before_unpacking(settings: Settings, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    bomb = tmp_path / "model.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("model.pth")
+        info.size = 64 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(SentiflowError, match=r"^model archive refused: model.tar.gz expands more than 50x"):
+        resolve_model_dir(str(bomb), settings)
+    assert not (settings.cache_dir / "models").exists() or not any((settings.cache_dir / "models").iterdir())

@@ -115,3 +115,39 @@ def test_the_architecture_choices_are_the_networks_model_network_builds() -> Non
     from model.network import ARCHITECTURES
 
     assert set(get_args(Architecture)) == set(ARCHITECTURES)
+
+
+def test_secrets_never_show_in_repr_dumps_or_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = Settings(
+        notify_url="https://hooks.slack.com/services/T0/B0/PLANTED-HOOK",
+        data_url="http://user:PLANTED-PW@127.0.0.1/a.tar.gz?X-Amz-Signature=PLANTED-SIG",
+    )
+    for text in (repr(settings), str(settings), settings.model_dump_json()):
+        assert "PLANTED" not in text, text
+    assert settings.notify_url is not None and settings.notify_url.get_secret_value().endswith("PLANTED-HOOK")
+    assert settings.with_overrides(epochs=2).notify_url == settings.notify_url  # overrides keep the secret
+    monkeypatch.setenv("SENTIFLOW_NOTIFY_URL", "no-scheme/PLANTED-HOOK")
+    with pytest.raises(ConfigError) as caught:
+        get_settings()
+    assert "SENTIFLOW_NOTIFY_URL is invalid" in str(caught.value) and "PLANTED" not in str(caught.value)
+    monkeypatch.delenv("SENTIFLOW_NOTIFY_URL")
+    monkeypatch.setenv("SENTIFLOW_DATA_URL", "gcs://user:PLANTED-PW@bucket/a.tar.gz?sig=PLANTED-SIG")
+    with pytest.raises(ConfigError) as caught:
+        get_settings()
+    assert "SENTIFLOW_DATA_URL='gcs://bucket/a.tar.gz' is invalid" in str(caught.value), caught.value
+    assert "PLANTED" not in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.20", "::", "example.com"])
+def test_a_non_loopback_serve_host_is_refused_saying_how(host: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SENTIFLOW_SERVE_HOST", host)
+    with pytest.raises(ConfigError) as caught:
+        get_settings()
+    message = str(caught.value)
+    assert message.startswith(f"SENTIFLOW_SERVE_HOST={host!r} is invalid (not a loopback address")
+    assert "reverse proxy" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "::1", "localhost"])
+def test_loopback_serve_hosts_are_accepted(host: str) -> None:
+    assert Settings(serve_host=host).serve_host == host

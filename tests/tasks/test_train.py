@@ -150,3 +150,11 @@ def test_code_hash_follows_the_shipped_sources(tmp_path: Path) -> None:
     assert training_code_hash(package) == before
     (package / "network.py").write_text("# changed\n")
     assert training_code_hash(package) != before
+
+
+def test_a_location_passed_as_a_flow_hyperparameter_is_one_line_naming_the_allowed_keys(settings: Settings) -> None:
+    """Issue 15: ``hyperparameters={"model_dir": ...}`` on a flow must never reach training as ``--model_dir``."""
+    with pytest.raises(ConfigError) as caught:
+        training_hyperparameters(settings, {"model_dir": "/some/path"}, origin="parameter")
+    message = str(caught.value)
+    assert "'model-dir' is not a hyperparameter; allowed: architecture" in message and "\n" not in message

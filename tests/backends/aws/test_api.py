@@ -85,3 +85,21 @@ def test_missing_lambda_role(aws_settings: Settings, moto_world: MotoWorld) -> N
     settings = aws_settings.model_copy(update={"aws_lambda_role_arn": None})
     with pytest.raises(ConfigError, match="SENTIFLOW_AWS_LAMBDA_ROLE_ARN"):
         LambdaHttpApi(settings, AwsClients(settings)).point_to(endpoint(1), print)
+
+
+def test_the_public_api_is_throttled_bounded_and_answers_only_the_page(
+    aws_settings: Settings, moto_world: MotoWorld
+) -> None:
+    """Issue 15: stage throttling, reserved Lambda concurrency, CORS for the page's origin only (never ``*``)."""
+    from backends.aws.api import RESERVED_CONCURRENCY, THROTTLE
+
+    LambdaHttpApi(aws_settings, AwsClients(aws_settings)).point_to(endpoint(1), print)
+    gateway = moto_world.client("apigatewayv2")
+    (http_api,) = gateway.get_apis()["Items"]
+    port = aws_settings.api_port or 8600
+    assert http_api["CorsConfiguration"]["AllowOrigins"] == [f"http://127.0.0.1:{port}", f"http://localhost:{port}"]
+    stage = gateway.get_stage(ApiId=http_api["ApiId"], StageName="$default")
+    assert stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] == THROTTLE["ThrottlingBurstLimit"]
+    assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] == THROTTLE["ThrottlingRateLimit"]
+    concurrency = moto_world.client("lambda").get_function_concurrency(FunctionName="sentiflow-predict")
+    assert concurrency["ReservedConcurrentExecutions"] == RESERVED_CONCURRENCY

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,41 @@ def test_credentials_block_is_used(
     assert s3.meta.endpoint_url == moto_world.endpoint_url and clients.region == "us-east-1"
     assert clients.session.get_credentials().access_key == "block-key"
     assert moto_world.bucket in [b["Name"] for b in s3.list_buckets()["Buckets"]]
+
+
+def test_a_403_on_a_missing_key_is_one_line_naming_the_grant(moto_world: MotoWorld, tmp_path: Path) -> None:
+    """Without s3:ListBucket, S3 answers HeadObject on a missing key with 403: the store names the grants to add
+    instead of retrying a raw ClientError. moto's IAM mode does not model the ListBucket rule (it answers 404 to
+    any caller with GetObject), so the 403 comes from a caller with no read grant at all — the same answer."""
+    import boto3
+    import httpx
+
+    iam = moto_world.client("iam")
+    user = f"no-read-{tmp_path.name[-8:]}"
+    iam.create_user(UserName=user)
+    policy = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:PutObject",
+                                                      "Resource": f"arn:aws:s3:::{moto_world.bucket}/*"}]}  # fmt: skip
+    iam.put_user_policy(UserName=user, PolicyName="put-only", PolicyDocument=json.dumps(policy))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto_world.endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id=key["AccessKeyId"],
+        aws_secret_access_key=key["SecretAccessKey"],
+    )
+
+    class Clients:
+        def client(self, service: str) -> object:
+            return s3
+
+    store = S3ArtifactStore(Clients(), moto_world.bucket, "sentiflow")  # type: ignore[arg-type]
+    auth = f"{moto_world.endpoint_url}/moto-api/reset-auth"
+    httpx.post(auth, content="0", headers={"Content-Type": "text/plain"}, timeout=10).raise_for_status()
+    try:
+        with pytest.raises(SentiflowError) as caught:
+            store.exists("channels/never-written.csv")
+    finally:
+        httpx.post(auth, content="inf", headers={"Content-Type": "text/plain"}, timeout=10).raise_for_status()
+    message = str(caught.value)
+    assert "HTTP 403" in message and "grant s3:ListBucket on the bucket" in message and "\n" not in message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -132,3 +133,30 @@ def test_status_reports_nothing_running(tmp_path: Path, monkeypatch: pytest.Monk
     result = CliRunner().invoke(app, ["prefect", "status"])
     assert result.exit_code == 1
     assert "server: not running" in result.output and "worker: not running" in result.output
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["https://hooks.slack.com/services/T0/B0/PLANTED-HOOK", "http://127.0.0.1:1/hook?token=PLANTED-TOKEN"],
+)
+def test_the_notify_url_is_a_block_secret(url: str) -> None:
+    """The URL is in a secret field only: shown masked, dumped masked (as the API returns a block without
+    ``include_secrets``)."""
+    from pydantic import SecretStr
+
+    block = notification_block_for(SecretStr(url))
+    assert "PLANTED" not in repr(block) and "PLANTED" not in json.dumps(block.model_dump(mode="json"))
+    assert "PLANTED" in json.dumps(block.model_dump(mode="json", context={"include_secrets": True}))
+
+
+def test_notify_url_errors_do_not_echo_it() -> None:
+    for url in ("no-scheme/PLANTED-TOKEN", "https:///PLANTED-TOKEN", "nosuchscheme://PLANTED-TOKEN"):
+        with pytest.raises(ConfigError) as caught:
+            classify_notify_url(url)
+        assert "PLANTED" not in str(caught.value)
+
+
+def test_the_failure_message_names_parameters_not_their_values() -> None:
+    from sentiflow.ops.notifications import FAILURE_BODY
+
+    assert "flow_run.parameters }}" not in FAILURE_BODY and "flow_run.parameters.keys()" in FAILURE_BODY

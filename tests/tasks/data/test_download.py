@@ -107,3 +107,51 @@ def test_s3_source_through_the_moto_server(store, synthetic_archive, aws_env) ->
     s3.upload_file(str(synthetic_archive), "imdb-mirror", "data/aclImdb.tar.gz")
     result = download_archive(store, "s3://imdb-mirror/data/aclImdb.tar.gz", _sha256(synthetic_archive))
     assert store.path(store.key_from_uri(result.uri)).read_bytes() == synthetic_archive.read_bytes()
+
+
+PLANTED = ("PLANTED-PW", "PLANTED-SIG")
+
+
+def _planted_url(base: str, name: str) -> str:
+    host = base.removeprefix("http://")
+    return f"http://sentiuser:PLANTED-PW@{host}/{name}?X-Amz-Signature=PLANTED-SIG"
+
+
+@pytest.mark.e2e
+def test_a_source_url_with_credentials_is_never_echoed(store, synthetic_archive, http_root, caplog) -> None:
+    """Userinfo and a signed query reach the server, but not the result, the errors or pooch's log lines."""
+    import logging
+
+    import pooch
+
+    root, base = http_root
+    (root / "imdb.tar.gz").write_bytes(synthetic_archive.read_bytes())
+    pooch.get_logger().addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.INFO):
+            result = download_archive(store, _planted_url(base, "imdb.tar.gz"), _sha256(synthetic_archive))
+            with pytest.raises(DataError) as missing:
+                download_archive(store, _planted_url(base, "missing.tar.gz"), None)
+            with pytest.raises(DataError) as mismatch:
+                download_archive(store, _planted_url(base, "imdb.tar.gz"), "0" * 64)
+    finally:
+        pooch.get_logger().removeHandler(caplog.handler)
+    assert result.source == f"{base}/imdb.tar.gz"
+    assert "answered HTTP 404" in str(missing.value) and "hash check" in str(mismatch.value)
+    assert "Downloading data from" in caplog.text  # pooch did log: the line is redacted, not dropped
+    for text in (repr(result), str(missing.value), str(mismatch.value), caplog.text):
+        assert not any(secret in text for secret in PLANTED), text
+
+
+def test_a_decompression_bomb_is_refused_and_not_stored(store, tmp_path) -> None:
+    import io
+    import tarfile
+
+    bomb = tmp_path / "bomb.tar.gz"
+    with tarfile.open(bomb, "w:gz") as tar:
+        info = tarfile.TarInfo("aclImdb/train/pos/0_9.txt")
+        info.size = 64 << 20
+        tar.addfile(info, io.BytesIO(bytes(info.size)))
+    with pytest.raises(DataError, match=r"archive from .*bomb.tar.gz refused: .*decompression bomb"):
+        download_archive(store, str(bomb), None)
+    assert not store.root.exists() or not any(p.is_file() for p in store.root.rglob("*"))

@@ -1,0 +1,1 @@
+"""The least-privilege proof (issue 15): recorded AWS calls x deployments/iam policies, evaluated offline."""
