@@ -106,11 +106,26 @@ def _per_class(value: int | None) -> int | None:
 # --- the halves, as plain functions of a flow ----------------------------------------------------------------
 
 
+def _source_without_secrets(source: str | None) -> str | None:
+    """A ``source`` flow parameter must not carry credentials: Prefect stores flow parameters in clear."""
+    if source and "://" in source:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(source)
+        if parts.username or parts.password or parts.query:
+            raise ConfigError(
+                "flow parameter source carries credentials (user:password@ or a signed ?query), which Prefect "
+                "would store with the run in clear: set SENTIFLOW_DATA_URL in the environment of the worker instead"
+            )
+    return source
+
+
 def prepare_data(
     settings: Settings, source: str | None, sha256: str | None, max_reviews_per_class: int | None, reused: Reused
 ) -> dict[str, Any]:
     """Wire the data stages; returns what later stages and the summary need."""
     backend, store = settings.backend, _store(settings)
+    source = _source_without_secrets(source)
     source = source or settings.data_url
     sha256 = sha256 or (settings.data_sha256 if source == settings.data_url else None)
     per_class = _per_class(max_reviews_per_class)
@@ -174,9 +189,18 @@ def train(settings: Settings, data: dict[str, Any], hyperparameters: dict[str, A
 
 
 def evaluate_model(
-    settings: Settings, data: dict[str, Any], model_uri: str, name: str, reused: Reused
+    settings: Settings,
+    data: dict[str, Any],
+    model_uri: str,
+    name: str,
+    reused: Reused,
+    deployed: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Batch transform over the test channel, then the metrics beside the baseline; (transform URI, report)."""
+    """Batch transform over the test channel, then the metrics beside the baseline and the ``deployed`` model (the
+    registry's live one, unless it is this model); (transform URI, report)."""
+    compared = None
+    if deployed and deployed["model_uri"] != model_uri:  # only what the report shows: a rerun stays cached
+        compared = {key: deployed.get(key) for key in ("version", "model_uri", "accuracy", "metrics_uri")}
     store, channels = _store(settings), data["channels"]["channels"]
     transformed = run_stage(
         batch_transform_task,
@@ -196,6 +220,7 @@ def evaluate_model(
         model_uri,
         f"evaluations/{name}",
         settings.backend,
+        compared,
         reused=reused,
         store=store,
         artifacts=lambda report: [report["uri"]],
@@ -325,9 +350,11 @@ def pipeline(
     with run_lock(settings):
         data = prepare_data(settings, source, sha256, max_reviews_per_class, reused)
         training = train(settings, data, hyperparameters, reused)
-        transformed, evaluation = evaluate_model(settings, data, training.model_uri, training.job_name, reused)
+        deployed = deployed_model_task(settings.backend)  # the registry's live model, before this one is registered
+        transformed, evaluation = evaluate_model(
+            settings, data, training.model_uri, training.job_name, reused, deployed
+        )
     accuracy = evaluation["model"]["accuracy"]
-    deployed = deployed_model_task(settings.backend)  # the registry's live model, before this one is registered
     registered = register_model_task(
         training.model_uri, evaluation.get("uri"), accuracy, model_tags(data, training), settings.backend
     )

@@ -11,6 +11,7 @@ goes into the report (``report["behaviour"]["pass_rate"]``) for the quality gate
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +57,34 @@ def model_behaviour(store: ArtifactStore, model_uri: str) -> dict[str, Any]:
         return run_suite(load_artifact(model_dir).predict_texts).to_dict()
 
 
+def deployed_comparison(store: ArtifactStore, deployed: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The deployed model's row for the side-by-side table, from its own evaluation report (the registry's
+    accuracy alone when that report cannot be read); no row when nothing is deployed."""
+    if not deployed:
+        return []
+    entry: dict[str, Any] = {
+        "name": f"deployed model v{deployed['version']}",
+        "accuracy": deployed.get("accuracy"),
+        "source": "model registry",
+    }
+    uri = deployed.get("metrics_uri")
+    try:
+        if uri:
+            with store.local_file(store.key_from_uri(uri)) as path:
+                report = json.loads(Path(path).read_text(encoding="utf-8"))
+            metrics = report.get("model", {})
+            entry.update(
+                accuracy=metrics.get("accuracy", entry["accuracy"]),
+                f1=metrics.get("f1"),
+                roc_auc=metrics.get("roc_auc"),
+                behaviour_pass_rate=(report.get("behaviour") or {}).get("pass_rate"),
+                source=f"its evaluation report ({uri})",
+            )
+    except (OSError, ValueError, SentiflowError):  # a report that is gone or unreadable: the registry's figure
+        pass
+    return [entry]
+
+
 def evaluate(
     store: ArtifactStore,
     train_uri: str,
@@ -63,6 +92,7 @@ def evaluate(
     transform_output_uri: str,
     folder: Path,
     behaviour: dict[str, Any] | None = None,
+    compared: list[dict[str, Any]] | None = None,
     **context: Any,
 ) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Build the report into ``folder``: the transform's scores vs the test labels, and the TF-IDF baseline
@@ -76,7 +106,14 @@ def evaluate(
     _, scores = load_transform_scores(store, transform_output_uri)
     baseline = tfidf_baseline(rows_to_tokens(train), train.labels, rows_to_tokens(test), test.labels)
     return write_report(
-        test.labels, scores, folder, baseline, behaviour, transform_output_uri=transform_output_uri, **context
+        test.labels,
+        scores,
+        folder,
+        baseline,
+        behaviour,
+        compared,
+        transform_output_uri=transform_output_uri,
+        **context,
     )
 
 
@@ -88,9 +125,11 @@ def evaluate_task(
     model_uri: str,
     report_prefix: str,
     backend: str,
+    deployed: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Metrics of the transform output vs the test labels, beside the TF-IDF baseline; the report (with its plots)
-    goes to ``report_prefix/`` in the store, and to the run's artifacts. Returns the report (``uri``: where)."""
+    """Metrics of the transform output vs the test labels, beside the TF-IDF baseline and the ``deployed`` model
+    (``{"version", "model_uri", "accuracy", "metrics_uri"}`` from the registry, if one is live); the report (with
+    its plots) goes to ``report_prefix/`` in the store, and to the run's artifacts. Returns the report (``uri``)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
     from prefect.logging import get_run_logger
 
@@ -102,8 +141,9 @@ def evaluate_task(
     store = get_store(get_settings("parameter", backend=backend))
     behaviour = model_behaviour(store, model_uri)
     with tempfile.TemporaryDirectory(prefix="sentiflow-evaluate-") as scratch:
+        compared = deployed_comparison(store, deployed)
         report, images = evaluate(
-            store, train_uri, test_uri, transform_output_uri, Path(scratch), behaviour, model_uri=model_uri
+            store, train_uri, test_uri, transform_output_uri, Path(scratch), behaviour, compared, model_uri=model_uri
         )
         for path in sorted(Path(scratch).iterdir()):
             store.put_file(path, f"{report_prefix.strip('/')}/{path.name}")

@@ -228,6 +228,26 @@ class LambdaHttpApi:
         log(f"API ready: POST {url}/predict -> {self.function_name} -> {endpoint.name}")
         return ApiInfo(url=url, page_url=None, endpoint_name=endpoint.name)
 
+    def clear(self, log: LogLine) -> None:
+        """Stop routing to any endpoint: the function loses ``ENDPOINT_NAME`` and answers 503 "no model is
+        deployed" (before its endpoint is deleted, so it never calls a dying one). No function: nothing to do."""
+        from botocore.exceptions import ClientError
+
+        lam = self.clients.client("lambda")
+        with aws_errors("clearing the API's endpoint", "see docs/aws.md for the operator policy"):
+            try:
+                config = lam.get_function_configuration(FunctionName=self.function_name)
+            except ClientError as error:
+                if error_code(error) != "ResourceNotFoundException":
+                    raise
+                return
+            variables = dict(config.get("Environment", {}).get("Variables", {}))
+            endpoint = variables.pop("ENDPOINT_NAME", None)
+            variables.pop("MODEL_VERSION", None)
+            lam.update_function_configuration(FunctionName=self.function_name, Environment={"Variables": variables})
+            lam.get_waiter("function_updated_v2").wait(FunctionName=self.function_name)
+        log(f"lambda {self.function_name} no longer routes to {endpoint or 'any endpoint'}: the API answers 503")
+
     def current(self) -> ApiInfo | None:
         from botocore.exceptions import ClientError
 

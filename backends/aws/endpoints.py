@@ -32,6 +32,9 @@ MANAGED_TAG = "sentiflow:managed"
 VERSION_TAG = "sentiflow:version"
 MODEL_URI_TAG = "sentiflow:model-uri"
 INSTANCE_TYPE_TAG = "sentiflow:instance-type"
+NAME_PREFIX = "sentiflow-"
+"""Every endpoint sentiflow creates is named ``sentiflow-…`` (the operator policy grants only those): a name
+without it is never described or tag-listed, so reading touches no one else's endpoint."""
 VARIANT = "AllTraffic"
 TRANSITIONAL = {"Creating", "Updating", "SystemUpdating", "RollingBack", "Deleting", "UpdateRollbackFailed"}
 BUSY = TRANSITIONAL - {"UpdateRollbackFailed"}
@@ -116,6 +119,8 @@ class SageMakerEndpoints:
 
     def get(self, name: str) -> EndpointInfo | None:
         """The sentiflow endpoint ``name`` (None if absent or not managed by sentiflow)."""
+        if not name.startswith(NAME_PREFIX):
+            return None
         with aws_errors(f"describing endpoint {name}"):
             description = self._describe(name)
             if description is None:
@@ -127,8 +132,10 @@ class SageMakerEndpoints:
         """sentiflow's endpoints in the region (tag ``sentiflow:managed=true``), sorted by name."""
         found: list[EndpointInfo] = []
         with aws_errors("listing SageMaker endpoints"):
-            for page in self.sm.get_paginator("list_endpoints").paginate():
+            for page in self.sm.get_paginator("list_endpoints").paginate(NameContains=NAME_PREFIX):
                 for summary in page.get("Endpoints", []):
+                    if not summary["EndpointName"].startswith(NAME_PREFIX):  # NameContains matches anywhere
+                        continue
                     tags = self._tags(summary["EndpointArn"])
                     if tags.get(MANAGED_TAG) != "true":
                         continue
@@ -143,6 +150,11 @@ class SageMakerEndpoints:
         if name != sagemaker_name(name):
             raise SentiflowError(
                 f"endpoint name {name!r} is not valid on SageMaker: use letters, digits and '-', at most 63 characters"
+            )
+        if not name.startswith(NAME_PREFIX):
+            raise SentiflowError(
+                f"endpoint name {name!r} was not created by sentiflow: sentiflow deploys only to endpoints named "
+                f"{NAME_PREFIX}… (the operator policy grants no other)"
             )
         instance_type = self.settings.aws_endpoint_instance_type
         with aws_errors(f"deploying endpoint {name}", "see docs/aws.md for the operator policy"):

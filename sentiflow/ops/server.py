@@ -104,6 +104,11 @@ def server_env(settings: Settings, host: str, port: int, ui: bool = True) -> dic
         "PREFECT_SERVER_API_HOST": host,
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_UI_API_URL": api_url,
+        # Prefect's default is "*": any web page the user opens could drive the API from the browser. The UI is
+        # served from this origin, so nothing else needs it (export the variable to widen it on purpose).
+        "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS": os.environ.get(
+            "PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS", api_url.removesuffix("/api")
+        ),
         "PREFECT_SERVER_UI_ENABLED": "true" if ui else "false",
         "PREFECT_LOGGING_SETTINGS_PATH": str(home / "server-logging.yml"),
         "UVICORN_LOG_CONFIG": str(home / "server-uvicorn-logging.json"),

@@ -91,3 +91,24 @@ def test_the_behaviour_suite_runs_on_the_stored_model_archive(settings, tiny: Ti
     checks = {check["name"]: check for check in behaviour["checks"]}
     assert checks["markup and casing"]["pass_rate"] == 1.0 and behaviour["pass_rate"] >= 0.8
     assert behaviour["passed"] == sum(check["passed"] for check in behaviour["checks"])
+
+
+def test_the_deployed_model_row_comes_from_its_own_report(tmp_path: Path) -> None:
+    from backends.local.storage import LocalArtifactStore
+    from evaluation.report import side_by_side
+    from tasks.evaluate import deployed_comparison
+
+    store = LocalArtifactStore(tmp_path / "store")
+    report = {"model": {"accuracy": 0.91, "f1": 0.905, "roc_auc": 0.97}, "behaviour": {"pass_rate": 0.9}}
+    (tmp_path / "evaluation.json").write_text(json.dumps(report))
+    uri, _ = store.put_file(tmp_path / "evaluation.json", "evaluations/old/evaluation.json")
+    deployed = {"version": 3, "model_uri": "file:///m.tar.gz", "accuracy": 0.5, "metrics_uri": uri}
+
+    (row,) = deployed_comparison(store, deployed)
+    assert row["name"] == "deployed model v3" and row["accuracy"] == 0.91 and row["behaviour_pass_rate"] == 0.9
+    table = side_by_side({"model": {"accuracy": 0.92, "f1": 0.92, "roc_auc": 0.97}, "compared": [row]})
+    assert table[-1]["model"] == "deployed model v3" and table[-1]["f1"] == "0.9050"
+
+    gone = deployed_comparison(store, {**deployed, "metrics_uri": store.uri("evaluations/missing.json")})
+    assert gone[0]["accuracy"] == 0.5 and gone[0]["source"] == "model registry"  # the registry's figure
+    assert deployed_comparison(store, None) == []

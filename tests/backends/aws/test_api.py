@@ -103,3 +103,13 @@ def test_the_public_api_is_throttled_bounded_and_answers_only_the_page(
     assert stage["DefaultRouteSettings"]["ThrottlingRateLimit"] == THROTTLE["ThrottlingRateLimit"]
     concurrency = moto_world.client("lambda").get_function_concurrency(FunctionName="sentiflow-predict")
     assert concurrency["ReservedConcurrentExecutions"] == RESERVED_CONCURRENCY
+
+
+def test_clear_leaves_the_function_without_an_endpoint(aws_settings: Settings, moto_world: MotoWorld) -> None:
+    api = LambdaHttpApi(aws_settings, AwsClients(aws_settings))
+    api.clear(print)  # no function yet: nothing to do
+    api.point_to(endpoint(2), print)
+    api.clear(print)
+    variables = moto_world.client("lambda").get_function_configuration(FunctionName="sentiflow-predict")
+    assert "ENDPOINT_NAME" not in variables.get("Environment", {}).get("Variables", {})
+    assert api.current() is not None and api.current().endpoint_name is None

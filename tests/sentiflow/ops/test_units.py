@@ -86,6 +86,7 @@ def test_server_env_pins_port_for_api_and_ui_and_disables_telemetry(tmp_path: Pa
     assert env["PREFECT_SERVER_API_PORT"] == "4555"
     assert env["PREFECT_API_URL"] == env["PREFECT_UI_API_URL"] == "http://127.0.0.1:4555/api"
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false" and env["DO_NOT_TRACK"] == "1"
+    assert env["PREFECT_SERVER_API_CORS_ALLOWED_ORIGINS"] == "http://127.0.0.1:4555"  # not Prefect's "*"
     assert Path(env["PREFECT_HOME"]).is_absolute() and env["PREFECT_HOME"].startswith(str(tmp_path))
 
 
