@@ -118,35 +118,15 @@ class TrainingError(Exception):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Hyperparameters (SageMaker passes them as ``--name value`` flags)."""
+class TrainConfig(StagedConfig):
+    """Hyperparameters (SageMaker passes them as ``--name value`` flags): nb-lstm's (``model.stages.StagedConfig``:
+    the deep path's optimiser and sizes — shared by every network —, the LSTM's vocabulary and window, the n-gram
+    bag, the mix) and the two every run has."""
 
     architecture: str = DEFAULT_ARCHITECTURE
-    epochs: int = 4
-    batch_size: int = 64
-    embedding_dim: int = 64
-    hidden_dim: int = 64
-    learning_rate: float = 2e-3
-    dropout: float = 0.3
-    patience: int = 2
-    max_grad_norm: float = 5.0
-    seed: int = 42
     # Intra-op CPU threads; 0 = torch's default (one per core). 1 by measurement: LSTM steps are too small to
     # split, and spinning threads made an epoch 20x slower on a shared 2-core machine.
     num_threads: int = 1
-    # nb-lstm only (model.stages.StagedConfig): the LSTM's vocabulary and window, the n-gram bag, the mix
-    bidirectional: int = 0
-    lstm_vocab: int = 20_000
-    lstm_len: int = 256
-    ngram_orders: int = 3
-    ngram_buckets: int = 1 << 22
-    nb_alpha: float = 1.0
-    wide_epochs: int = 2
-    wide_lr: float = 0.03
-    wide_batch_size: int = 64
-    wide_r_scale: float = 0.1
-    wide_w_adj: float = 0.0
-    mix: str = "val"
 
     @property
     def staged(self) -> bool:
@@ -165,7 +145,7 @@ class TrainConfig:
             problems.append(f"--dropout must be in [0, 1), got {self.dropout}")
         if self.max_grad_norm < 0 or self.num_threads < 0:
             problems.append("--max-grad-norm and --num-threads must not be negative")
-        problems.extend(StagedConfig.from_config(self).problems())
+        problems.extend(self.problems())
         if problems:
             raise TrainingError("bad hyperparameters: " + "; ".join(problems))
         return self
@@ -189,8 +169,9 @@ class TrainPaths:
 
 
 def hyperparameter_names() -> tuple[str, ...]:
-    """The hyperparameters this script accepts: :class:`TrainConfig`'s fields, nothing else."""
-    return tuple(item.name for item in fields(TrainConfig))
+    """The hyperparameters this script accepts: :class:`TrainConfig`'s fields, nothing else (the network first)."""
+    names = [item.name for item in fields(TrainConfig)]
+    return ("architecture", *(name for name in names if name != "architecture"))
 
 
 def _not_hyperparameters(names: Sequence[str]) -> TrainingError:
