@@ -68,7 +68,7 @@ def test_kill_9_while_the_channels_are_written_leaves_no_partial_entry(tmp_path:
     per_class = 2500
     archive = write_archive(tmp_path, per_class=per_class, name="big.tar.gz")
     home = tmp_path / "home"
-    # long rows make the channel files large, so the kill lands while they are being written
+    # the entry is built in its temporary folder while 10,000 reviews are tokenized: the kill lands mid-entry
     env = sentiflow_env(home, prefect_api, expected_rows_per_split=str(2 * per_class), vocab_size="60", max_len="3000")
     channels = home / "store" / "channels"
     process = start(env, "data", "prepare", "--source", str(archive))
@@ -76,7 +76,7 @@ def test_kill_9_while_the_channels_are_written_leaves_no_partial_entry(tmp_path:
     partial: list[Path] = []
     while time.monotonic() < deadline and process.poll() is None:
         partial = (
-            [p for p in channels.glob(".*.tmp") if (p / "train" / "train.csv").exists()] if channels.is_dir() else []
+            [p for p in channels.glob(".*.tmp") if any(f.is_file() for f in p.rglob("*"))] if channels.is_dir() else []
         )
         if partial:
             break
@@ -148,7 +148,10 @@ def test_a_full_disk_is_a_clear_error_and_keeps_the_earlier_results(
     assert code == 0, output
     before = {p: sha256_file(p) for p in small_disk.rglob("*") if p.is_file()}
 
-    code, output = finish(start(env, "data", "prepare", "--source", str(archive), "--max-len", "4000"))
+    # a dataset 15 times larger (24,000 reviews: archive, Parquet and channels) cannot fit beside the first one
+    big = write_archive(tmp_path / "big", per_class=6000, name="big.tar.gz")
+    big_env = sentiflow_env(home, prefect_api, expected_rows_per_split="12000", vocab_size="60")
+    code, output = finish(start(big_env, "data", "prepare", "--source", str(big), "--max-len", "80"))
     errors = [line for line in output.splitlines() if line.startswith("error: ")]
     assert code == 2, output
     assert len(errors) == 1 and "no space left on the device holding" in errors[0], output

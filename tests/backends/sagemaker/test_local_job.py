@@ -234,7 +234,7 @@ def test_an_interrupt_stops_every_process_of_the_job(
     seen: list[int] = []
 
     def interrupt_once_training(line: str) -> None:
-        if line.startswith("training bilstm-pool"):
+        if line.startswith("training "):  # "training nb-lstm on …": the script is in its training loop
             seen.extend(p.pid for p in job_processes(job))
             raise KeyboardInterrupt
 
