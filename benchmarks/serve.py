@@ -218,21 +218,22 @@ def per_item_us(fn: Any, items: list[Any]) -> float:
     return (time.perf_counter() - started) / len(items) * 1e6
 
 
-def profile(model_dir: Path, reviews: list[str], size: int) -> dict[str, float]:
+def profile(model_dir: Path, reviews: list[str], size: int) -> dict[str, Any]:
     """One review's cost, in this process on one thread (µs)."""
     import numpy as np
     import torch
 
     from model.artifact import load_artifact
-    from model.preprocessing import encode_many, review_to_words
+    from model.preprocessing import encode_many
 
     torch.set_num_threads(1)
     model = load_artifact(model_dir)
+    tokenize = model.preprocessor.tokenize  # the artifact's own tokenizer version
     sample = reviews[:2000]
-    for review in sample:  # a running server's stem cache is warm
-        review_to_words(review)
-    result: dict[str, float] = {"tokenize": per_item_us(review_to_words, sample)}
-    tokens = [review_to_words(review) for review in sample]
+    for review in sample:  # a running server's caches are warm (the reference version's stem cache)
+        tokenize(review)
+    result: dict[str, Any] = {"tokenize": per_item_us(tokenize, sample), "tokenizer": model.preprocessor.version}
+    tokens = [tokenize(review) for review in sample]
     started = time.perf_counter()
     rows = encode_many(tokens, model.preprocessor.word_dict, model.preprocessor.max_len)
     result["encode"] = (time.perf_counter() - started) / len(sample) * 1e6
@@ -297,12 +298,11 @@ def probe_inference(model_dir: Path, reviews: list[str], labels: list[int]) -> l
     import torch
 
     from model.artifact import load_artifact
-    from model.preprocessing import encode_many, review_to_words
 
     torch.set_num_threads(1)
     base = load_artifact(model_dir)
     sample, truth = reviews[:2500], np.asarray(labels[:2500])
-    rows = encode_many([review_to_words(r) for r in sample], base.preprocessor.word_dict, base.preprocessor.max_len)
+    rows = base.preprocessor.encode_texts(sample)
     reference = base.predict_proba(rows)
 
     class Autocast(torch.nn.Module):
@@ -390,7 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nprofile, one review in this process on one thread (µs; batches of {args.batch_size}):")
     per_review = costs["tokenize"] + costs["encode"] + costs["forward"] + costs["json"]
     for key, text in (
-        ("tokenize", "tokenize (review_to_words, warm stem cache)"),
+        ("tokenize", f"tokenize ({costs['tokenizer']})"),
         ("encode", "encode (ids, padding)"),
         ("forward", "forward pass (length-sorted batches)"),
         ("json", "JSON (request decode + answer encode)"),

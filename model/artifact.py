@@ -57,7 +57,9 @@ class SentimentModel:
     info: dict[str, Any]
     version: str | None = None
     batch_size: int = 256  # most rows in one forward pass
-    batch_tokens: int = 4096  # most padded time steps (rows × longest row) in one forward pass
+    # most padded time steps (rows × longest costed row) in one forward pass: 64 rows of nb-lstm's 256 LSTM steps
+    # (a one-thread LSTM costs 194 µs a row in batches of 16, 182 µs in batches of 64 — benchmarks/serve.py)
+    batch_tokens: int = 16384
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:

@@ -39,6 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from itertools import chain, repeat
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -227,10 +228,10 @@ def encode_ids(token_lists: Sequence[Sequence[str]], word_dict: dict[str, int], 
     row order as int32 (unknown words → 1) — the ragged form :mod:`model.channels` stores."""
     kept = [tokens[:max_len] for tokens in token_lists]
     lengths = np.fromiter((len(tokens) for tokens in kept), dtype=np.int64, count=len(kept))
-    get = word_dict.get
-    ids = np.fromiter(
-        (get(word, INFREQUENT_ID) for tokens in kept for word in tokens), dtype=np.int32, count=int(lengths.sum())
-    )
+    total = int(lengths.sum())
+    # map() over the chained words with a repeated default: C loops only, no generator frame per word
+    words = chain.from_iterable(kept)
+    ids = np.fromiter(map(word_dict.get, words, repeat(INFREQUENT_ID, total)), dtype=np.int32, count=total)
     return lengths, ids
 
 

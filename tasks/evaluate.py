@@ -46,15 +46,16 @@ def read_store_channel(store: ArtifactStore, uri: str) -> Channel:
         return read_labelled_channel(Path(path))
 
 
-def model_behaviour(store: ArtifactStore, model_uri: str) -> dict[str, Any]:
-    """The behavioural suite on the model archive at ``model_uri`` (``BehaviourReport.to_dict()``)."""
+def model_behaviour(store: ArtifactStore, model_uri: str, cache_dir: Path) -> dict[str, Any]:
+    """The behavioural suite on the model archive at ``model_uri`` (``BehaviourReport.to_dict()``), unpacked the
+    one way every model is (``backends.models``: archive caps checked, cached under ``cache_dir``)."""
+    from backends.models import unpacked_model_dir
     from evaluation.behaviour import run_suite
-    from model.artifact import load_artifact, unpack_model
+    from model.artifact import load_artifact
 
-    with tempfile.TemporaryDirectory(prefix="sentiflow-behaviour-") as scratch:
-        with store.local_file(store.key_from_uri(model_uri)) as archive:
-            model_dir = unpack_model(Path(archive), Path(scratch))
-        return run_suite(load_artifact(model_dir).predict_texts).to_dict()
+    with store.local_file(store.key_from_uri(model_uri)) as archive:
+        model_dir = unpacked_model_dir(Path(archive), cache_dir)
+    return run_suite(load_artifact(model_dir).predict_texts).to_dict()
 
 
 def deployed_comparison(store: ArtifactStore, deployed: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -138,8 +139,9 @@ def evaluate_task(
     from evaluation.behaviour import BehaviourReport, CheckResult
     from evaluation.report import EVALUATION_FILE, report_markdown, side_by_side, table_rows
 
-    store = get_store(get_settings("parameter", backend=backend))
-    behaviour = model_behaviour(store, model_uri)
+    settings = get_settings("parameter", backend=backend)
+    store = get_store(settings)
+    behaviour = model_behaviour(store, model_uri, settings.cache_dir)
     with tempfile.TemporaryDirectory(prefix="sentiflow-evaluate-") as scratch:
         compared = deployed_comparison(store, deployed)
         report, images = evaluate(

@@ -13,7 +13,14 @@ import pytest
 import torch
 
 from model.channels import Channel
-from model.network import HASH_MULTIPLIERS, HASH_ORDER_SALT, NgramBag, ngram_feature_count, ngram_features
+from model.network import (
+    HASH_MULTIPLIERS,
+    HASH_ORDER_SALT,
+    NgramBag,
+    _ngram_features_torch,
+    ngram_feature_count,
+    ngram_features,
+)
 from model.wide import FeatureBags, WideSettings, nb_ratios, train_wide
 
 VOCAB, BUCKETS = 50, 1000
@@ -41,6 +48,26 @@ def test_features_are_the_distinct_uni_bi_and_trigrams_hashed_by_integer_arithme
     assert ngram_feature_count(VOCAB, 1, BUCKETS) == VOCAB
     unigrams = ngram_features(ids, lengths, VOCAB, 1, BUCKETS)
     assert set(unigrams[0].tolist()) - {0} == {4, 7}
+
+
+def test_the_numpy_path_on_cpu_gives_the_torch_path_s_ids() -> None:
+    """CPU rows take the numpy implementation; other devices the torch one: the same ids, dtype and shape."""
+    rng = np.random.default_rng(7)
+    for _ in range(150):
+        batch, steps, vocab = int(rng.integers(1, 30)), int(rng.integers(0, 50)), int(rng.integers(3, 70_000))
+        ids = torch.from_numpy(rng.integers(0, vocab + 300, size=(batch, steps)))
+        lengths = torch.from_numpy(rng.integers(0, steps + 1, size=batch))
+        for orders in (1, 2, 3):
+            fast = ngram_features(ids, lengths, vocab, orders, 1 << 22)
+            reference = _ngram_features_torch(ids, lengths, vocab, orders, 1 << 22)
+            assert fast.dtype == reference.dtype == torch.int64
+            assert torch.equal(fast, reference)
+    # a non-contiguous slice, as NgramBag.features passes it
+    rows = torch.from_numpy(rng.integers(0, 900, size=(4, 12)))
+    lengths = torch.tensor([11, 3, 0, 7])
+    assert torch.equal(
+        ngram_features(rows[:, 1:], lengths, 800, 3, 4096), _ngram_features_torch(rows[:, 1:], lengths, 800, 3, 4096)
+    )
 
 
 def test_hashing_is_the_same_in_another_process_with_another_hash_seed() -> None:

@@ -87,10 +87,31 @@ def test_the_behaviour_suite_runs_on_the_stored_model_archive(settings, tiny: Ti
 
     store = LocalArtifactStore(settings.store_dir)
     model_uri, _ = store.put_file(tiny.tar_path, "training/behaviour/model.tar.gz")
-    behaviour = model_behaviour(store, model_uri)
+    behaviour = model_behaviour(store, model_uri, settings.cache_dir)
     checks = {check["name"]: check for check in behaviour["checks"]}
     assert checks["markup and casing"]["pass_rate"] == 1.0 and behaviour["pass_rate"] >= 0.8
     assert behaviour["passed"] == sum(check["passed"] for check in behaviour["checks"])
+    assert len(list((settings.cache_dir / "models").iterdir())) == 1  # unpacked once, into the models cache
+
+
+def test_the_behaviour_suite_refuses_a_model_archive_that_expands_too_far(settings, tmp_path: Path) -> None:
+    import io
+    import tarfile
+
+    from backends.local.storage import LocalArtifactStore
+    from core.errors import SentiflowError
+    from tasks.evaluate import model_behaviour
+
+    bomb = tmp_path / "model.tar.gz"
+    with tarfile.open(bomb, "w:gz") as archive:  # 32 MiB of zeros in ~32 KiB: past the expansion-ratio cap
+        member = tarfile.TarInfo("model.pth")
+        member.size = 32 << 20
+        archive.addfile(member, io.BytesIO(bytes(member.size)))
+    store = LocalArtifactStore(settings.store_dir)
+    model_uri, _ = store.put_file(bomb, "training/bomb/model.tar.gz")
+    with pytest.raises(SentiflowError, match="model archive refused"):
+        model_behaviour(store, model_uri, settings.cache_dir)
+    assert not (settings.cache_dir / "models").exists() or not any((settings.cache_dir / "models").iterdir())
 
 
 def test_the_deployed_model_row_comes_from_its_own_report(tmp_path: Path) -> None:
