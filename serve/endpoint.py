@@ -43,8 +43,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import json
 import os
+import select
 import signal
 import socket
 import struct
@@ -75,6 +77,7 @@ FLUSH_EVERY_S = 0.5
 RESTARTS_ALLOWED = 5  # worker restarts within RESTART_WINDOW_S before the server gives up
 RESTART_WINDOW_S = 60.0
 EXIT_LOAD_FAILED = 3  # a worker's exit code when its model does not load
+IDLE_TRIM_S = 1.0  # a worker idle this long gives the heap its requests freed back to the OS
 WORKER_DIED = b'{\n  "code": 500,\n  "type": "InternalServerException",\n  "message": "Worker died."\n}\n'
 
 _ERROR_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 503: "service_unavailable"}
@@ -118,6 +121,19 @@ def _read_exactly(stream: Any, size: int) -> bytes:
     return data
 
 
+def _heap_trimmer() -> Any:
+    """``trim()`` returning freed heap pages to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
+
+    glibc keeps what a request freed for the next one: a worker that had answered 5,000 reviews in 256-review
+    requests held 90 MiB more than after loading its model, and a trim returned all of it — but a trim after every
+    request cost 13 ms and the next request's page faults, so a worker trims once it has been idle a second."""
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return lambda: None
+    return lambda: trim(0)
+
+
 def _worker(fd: int, model_dir: Path) -> int:
     """A worker: load the model through the toolkit, say so, then answer one request at a time until EOF."""
     import logging
@@ -143,14 +159,18 @@ def _worker(fd: int, model_dir: Path) -> int:
         print(f"endpoint worker: {error}", file=sys.stderr, flush=True)
         return EXIT_LOAD_FAILED
     channel.sendall(_frame({"ready": True, "pid": os.getpid()}))
+    trim, trimmed = _heap_trimmer(), False
     while not state["stop"]:
+        if not trimmed and not select.select([channel], [], [], IDLE_TRIM_S)[0]:
+            trim()  # idle: a burst's freed memory goes back (the next request may re-fault some of it)
+            trimmed = True
         try:
             (size,) = struct.unpack("!I", _read_exactly(stream, 4))
             header = json.loads(_read_exactly(stream, size))
             body = _read_exactly(stream, header["length"])
         except EOFError:
             return 0
-        state["busy"] = True
+        state["busy"], trimmed = True, False
         answer = model.answer(body, header.get("content_type"), header.get("accept"), header.get("headers"))
         channel.sendall(
             _frame({"status": answer.status, "reason": answer.reason, "headers": answer.headers}, answer.body)

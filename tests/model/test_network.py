@@ -150,3 +150,15 @@ def test_nb_lstm_from_model_info_and_its_state_dict() -> None:
     } <= keys
     with pytest.raises(ValueError, match="vocab_size must be in"):
         NBLSTMClassifier(vocab_size=(1 << 21) + 1)
+
+
+def test_masked_pools_equal_pooling_each_row_over_its_own_steps() -> None:
+    from model.network import masked_pools
+
+    torch.manual_seed(3)
+    out = torch.randn(5, 9, 4)
+    for lengths in ([9, 9, 9, 9, 9], [9, 8, 3, 9, 1], [2, 2, 2, 2, 2]):
+        max_pool, mean_pool = masked_pools(out, torch.tensor(lengths))
+        for row, length in enumerate(lengths):
+            assert torch.equal(max_pool[row], out[row, :length].amax(dim=0))
+            assert torch.allclose(mean_pool[row], out[row, :length].mean(dim=0), atol=1e-6)
