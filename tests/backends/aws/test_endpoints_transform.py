@@ -201,3 +201,21 @@ def test_network_isolation_models_and_their_vendored_code(aws_settings: Settings
     plain = SageMakerEndpoints(aws_settings, plain_clients, plain_store).deploy("sentiflow-open", v1, 1, print)
     assert "EnableNetworkIsolation" not in sent[-1] and plain.model_uri == v1
     SageMakerEndpoints(aws_settings, plain_clients, plain_store).delete("sentiflow-open")
+
+
+def test_network_isolation_batch_transform_model(aws_settings: Settings, moto_world: MotoWorld) -> None:
+    """The batch-transform Model gets the flag too, from the vendored repack, under a name of its own."""
+    moto_world.transform_player = fake_transform
+    settings = aws_settings.with_overrides(aws_network_isolation=True)
+    clients, store = parts(settings)
+    sent: list[dict] = []
+    clients.client("sagemaker").meta.events.register(
+        "provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.append(dict(params))
+    )
+    model_uri = put_model(moto_world, "runs/1/model.tar.gz")
+    test_dir = store.uri("runs/1/channels/test")
+    moto_world.put_bytes(f"{test_dir}/test_features.csv", b"3,4,5,6\n")
+    moto_world.put_bytes(f"{test_dir}/test_labels.csv", b"1\n")
+    SageMakerBatchTransformer(settings, clients, store).transform(model_uri, test_dir, "runs/1/evaluation/t", print)
+    assert len(sent) == 1 and sent[0]["EnableNetworkIsolation"] is True
+    assert sent[0]["PrimaryContainer"]["ModelDataUrl"].endswith("/runs/1/repacked-vendored/model.tar.gz")
