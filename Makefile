@@ -3,16 +3,26 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+LOCK   := requirements/project.lock.txt
+UV_PIN := requirements/uv.txt
 
-.PHONY: run test test-fast lint format benchmarks clean venv
+.PHONY: run test test-fast lint format benchmarks clean venv lock
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+## The venv holds exactly the lock (every file's sha256 checked): uv, hash-pinned, is pip-installed first; it syncs
+## the lock (torch is the CPU wheel from /opt/wheels), then installs the project itself, editable, without deps.
+## Re-run whenever pyproject.toml or a lock changes.
+$(STAMP): pyproject.toml $(LOCK) $(UV_PIN)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(UV_PIN)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
+
+## Regenerate the lock files from pyproject.toml and requirements/model.in (needs PyPI): scripts/lock.py.
+lock: $(STAMP)
+	$(BIN)/python scripts/lock.py $(ARGS)
 
 ## The main job: the full pipeline on the local backend (data source: SENTIFLOW_DATA_URL). A Prefect server with
 ## its UI is started first (or reused) so the run can be watched; if that fails the run uses a temporary server.

@@ -170,6 +170,11 @@ class Settings(BaseSettings):
         None, ge=1, description="Older name of SENTIFLOW_TRAIN_INSTANCE_COUNT (still read, for both backends)."
     )
     aws_use_spot: bool = Field(False)
+    aws_network_isolation: bool = Field(
+        False,
+        description="EnableNetworkIsolation on training jobs and models (no outbound network in the containers); "
+        "the source bundle and model.tar.gz then carry the pinned wheels (see docs/aws.md).",
+    )
     aws_transform_instance_type: str = Field("ml.m5.large", pattern=_INSTANCE)
     aws_endpoint_instance_type: str = Field("ml.m5.large", pattern=_INSTANCE)
     aws_framework_version: str = Field("2.5", pattern=_VERSION)

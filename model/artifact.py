@@ -3,7 +3,9 @@
 A model folder (the unpacked ``model.tar.gz``) holds ``model.pth`` (a state_dict), ``model_info.json``,
 ``word_dict.json``, ``preprocessing.json``, ``metrics.json`` and ``code/``: SageMaker's inference entry point
 ``code/inference.py`` (three lines re-exporting ``model.inference``'s handlers), ``code/model/`` (a copy of this
-whole package, which is self-contained) and ``code/requirements.txt``. ``load_artifact`` is the single loader
+whole package, which is self-contained), ``code/requirements.txt`` (every pin with its wheel's sha256, from
+``model/requirements.lock.txt``) and, when vendored, ``code/wheels/`` (those wheels: the container installs them
+with ``--no-index``, so an endpoint starts without the network). ``load_artifact`` is the single loader
 used by evaluation, batch transform, the local server and ``code/inference.py``. Only the standard library,
 numpy, torch and ``model.*`` are imported: this module ships inside the artifact.
 """
@@ -11,16 +13,17 @@ numpy, torch and ``model.*`` are imported: this module ships inside the artifact
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -35,8 +38,13 @@ MODEL_FILES = ("model.pth", "model_info.json", "word_dict.json", "preprocessing.
 PACKAGE_DIR = Path(__file__).resolve().parent
 # The modules code/inference.py needs (code/model/ carries every module of this package).
 INFERENCE_MODULES = ("__init__.py", "artifact.py", "inference.py", "network.py", "preprocessing.py", "stopwords.py")
-# What the inference code needs beyond the container's torch and numpy (pinned to the tested versions).
-REQUIREMENTS = {"nltk": "3.9", "beautifulsoup4": "4.12"}
+# What model/ needs beyond the SageMaker PyTorch containers (torch, numpy, pandas, …): every pin with the sha256 of
+# its one wheel, written by `make lock` (scripts/lock.py) from requirements/model.in. It ships in code/model/.
+REQUIREMENTS_LOCK = "requirements.lock.txt"
+# A model package carrying this folder (the training source bundle's model/wheels/) is vendored: the inference code
+# it writes gets the wheels too, and both requirements files install from them with --no-index.
+WHEELS = "wheels"
+_PIN = re.compile(r"([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) --hash=sha256:([0-9a-f]{64})")
 # The container imports code/inference.py with code/ on sys.path, so ``model`` is importable as is.
 INFERENCE_ENTRY = '''"""SageMaker PyTorch inference entry point: re-exports ``model.inference``'s four handlers."""
 from model.inference import input_fn, model_fn, output_fn, predict_fn
@@ -151,22 +159,71 @@ def load_artifact(model_dir: Path | str, device: str | torch.device = "cpu") -> 
 # --- inference code --------------------------------------------------------------------------------
 
 
-def _pinned(package: str, fallback: str) -> str:
+def requirement_pins(package_dir: Path = PACKAGE_DIR) -> list[tuple[str, str, str]]:
+    """``(name, version, sha256)`` of every line of ``model/requirements.lock.txt``; ArtifactError naming the file
+    if it is missing or a line is not ``name==version --hash=sha256:<64 hex>``."""
+    path = Path(package_dir) / REQUIREMENTS_LOCK
     try:
-        return f"{package}=={metadata.version(package)}"
-    except metadata.PackageNotFoundError:
-        return f"{package}>={fallback}"
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except OSError as error:
+        raise ArtifactError(
+            f"{path} cannot be read ({error.strerror}); stage the whole model/ package, or run `make lock`"
+        ) from None
+    pins: list[tuple[str, str, str]] = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        match = _PIN.fullmatch(line)
+        if match is None:
+            raise ArtifactError(f"{path}: {line!r} is not name==version --hash=sha256:…; regenerate it: `make lock`")
+        pins.append((match[1], match[2], match[3]))
+    if not pins:
+        raise ArtifactError(f"{path} pins nothing; regenerate it with `make lock`")
+    return pins
 
 
-def requirements_txt() -> str:
-    """What the PyTorch containers need beyond torch and numpy, pinned to the versions installed here (the
-    inference code's ``code/requirements.txt`` and the training job's source directory both use it)."""
-    return "\n".join(_pinned(package, fallback) for package, fallback in REQUIREMENTS.items()) + "\n"
+def requirements_txt(wheels: str | None = None, package_dir: Path = PACKAGE_DIR) -> str:
+    """``requirements.txt`` for the PyTorch containers (the inference code's and the training source bundle's):
+    every pin of ``model/requirements.lock.txt`` with its wheel's hash, so pip installs in hash-checking mode and
+    refuses any other file. ``wheels`` (a folder relative to the requirements file, where pip resolves it) adds
+    ``--no-index --find-links <wheels>``: pip then installs from the vendored wheels only, with no network."""
+    lines = ["# Every dependency pinned with its wheel's sha256 (model/requirements.lock.txt): pip checks each file."]
+    if wheels:
+        lines += ["--no-index", f"--find-links {wheels}"]
+    lines += [f"{name}=={version} --hash=sha256:{digest}" for name, version, digest in requirement_pins(package_dir)]
+    return "\n".join(lines) + "\n"
+
+
+def pinned_wheels(source: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The wheel in ``source`` of every pin, each checked against the pin's sha256; ArtifactError naming the wheel
+    (and ``make lock``) if one is missing or differs."""
+    source = Path(source)
+    found = {_normalized(path.name.split("-")[0]): path for path in source.glob("*.whl")}
+    wheels = []
+    for name, version, digest in requirement_pins(package_dir):
+        wheel = found.get(_normalized(name))
+        if wheel is None or wheel.name.split("-")[1] != version:
+            raise ArtifactError(f"no wheel of {name}=={version} in {source}; run `make lock` to fetch the wheels")
+        with wheel.open("rb") as handle:
+            actual = hashlib.file_digest(handle, "sha256").hexdigest()
+        if actual != digest:
+            raise ArtifactError(
+                f"{wheel} has sha256 {actual}, the lock says {digest}; restore it (git checkout) or run `make lock`"
+            )
+        wheels.append(wheel)
+    return wheels
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def code_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
-    """Every module of the ``model`` package, sorted: what ``code/model/`` and the training source bundle carry."""
-    return sorted(Path(package_dir).glob("*.py"))
+    """Every module of the ``model`` package and its requirements lock, sorted: what ``code/model/`` and the
+    training source bundle carry."""
+    package_dir = Path(package_dir)
+    lock = [package_dir / REQUIREMENTS_LOCK] if (package_dir / REQUIREMENTS_LOCK).is_file() else []
+    return sorted([*package_dir.glob("*.py"), *lock])
 
 
 def check_inference_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
@@ -181,18 +238,40 @@ def check_inference_sources(package_dir: Path = PACKAGE_DIR) -> list[Path]:
     return sources
 
 
-def write_inference_code(model_dir: Path | str, package_dir: Path = PACKAGE_DIR) -> Path:
-    """Create ``model_dir/code/``: the ``inference.py`` entry, a copy of the ``model`` package, requirements."""
+def write_inference_code(model_dir: Path | str, package_dir: Path = PACKAGE_DIR, wheels: Path | None = None) -> Path:
+    """Create ``model_dir/code/``: the ``inference.py`` entry, a copy of the ``model`` package, requirements.
+
+    ``wheels`` (a folder holding the pinned wheels) vendors them into ``code/wheels/``; by default they are vendored
+    when ``package_dir`` carries ``wheels/`` (a vendored training source bundle does)."""
     sources = check_inference_sources(package_dir)
+    if wheels is None and (Path(package_dir) / WHEELS).is_dir():
+        wheels = Path(package_dir) / WHEELS
     code_dir = Path(model_dir) / "code"
     if code_dir.exists():
         shutil.rmtree(code_dir)
     (code_dir / "model").mkdir(parents=True)
     for source in sources:
         shutil.copyfile(source, code_dir / "model" / source.name)
+    if wheels is not None:
+        vendor_wheels(code_dir, wheels, package_dir)
+    else:
+        (code_dir / "requirements.txt").write_text(requirements_txt(package_dir=package_dir), encoding="utf-8")
     (code_dir / "inference.py").write_text(INFERENCE_ENTRY, encoding="utf-8")
-    (code_dir / "requirements.txt").write_text(requirements_txt(), encoding="utf-8")
     return code_dir
+
+
+def vendor_wheels(code_dir: Path, wheels: Path, package_dir: Path = PACKAGE_DIR) -> Path:
+    """Copy the pinned wheels (hash-checked) from ``wheels`` into ``code_dir/wheels/`` and write a requirements.txt
+    that installs only from them (``--no-index``); returns ``code_dir``."""
+    target = Path(code_dir) / WHEELS
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for wheel in pinned_wheels(wheels, package_dir):
+        shutil.copyfile(wheel, target / wheel.name)
+    requirements = requirements_txt(wheels=WHEELS, package_dir=package_dir)
+    (Path(code_dir) / "requirements.txt").write_text(requirements, encoding="utf-8")
+    return Path(code_dir)
 
 
 # --- model.tar.gz -----------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ class SageMakerEndpoints:
                     raise SentiflowError(
                         f"endpoint {name} is {existing['EndpointStatus']}; wait until it is InService and deploy again"
                     )
-            model_uri = ensure_inference_code(self.store, model_uri, log)
+            model_uri = ensure_inference_code(self.store, model_uri, log, vendored=self.settings.aws_network_isolation)
             stamp = self.now().strftime("%Y%m%d%H%M%S")
             resource_name = sagemaker_name(f"{name}-v{version}-{stamp}")
             tags = {

@@ -122,9 +122,11 @@ class SageMakerTrainer:
         return self.settings.aws_role_arn
 
     def stage_source(self) -> str:
-        """Upload ``sourcedir.tar.gz`` under a content-addressed key (skipped when already there); its URI."""
+        """Upload ``sourcedir.tar.gz`` under a content-addressed key (skipped when already there); its URI. Under
+        network isolation the bundle carries the pinned wheels (the container cannot reach PyPI)."""
+        vendored = self.settings.aws_network_isolation
         with tempfile.TemporaryDirectory(prefix="sentiflow-src-") as tmp:
-            tarball = build_source_tarball(Path(tmp) / "sourcedir.tar.gz")
+            tarball = build_source_tarball(Path(tmp) / "sourcedir.tar.gz", vendored=vendored)
             digest = sha256_file(tarball)[:16]
             uri, _ = self.store.put_file(tarball, f"code/{digest}/sourcedir.tar.gz")
         return uri

@@ -86,8 +86,9 @@ class SageMakerBatchTransformer:
         source = features_uri(input_uri)
         if not self.store.exists(self.store.key_from_uri(source)):
             raise SentiflowError(f"batch transform input {source} does not exist; run the data stages first")
-        model_uri = ensure_inference_code(self.store, model_uri, log)
-        digest = sha256_text(model_uri)[:10]
+        model_uri = ensure_inference_code(self.store, model_uri, log, vendored=self.settings.aws_network_isolation)
+        isolated = "#network-isolation" if self.settings.aws_network_isolation else ""  # another Model, not reused
+        digest = sha256_text(model_uri + isolated)[:10]
         tags = {"project": "sentiflow", "sentiflow:managed": "true", "sentiflow:stage": "evaluate"}
         model_name = create_model(
             self.clients,

@@ -11,7 +11,14 @@ so a plain request with our ``sourcedir.tar.gz`` is the whole story — every fi
 ``ModelTrainer`` would replace the container entrypoint with its own bash drivers uploaded as extra channels.
 
 The source bundle holds ``model/`` (self-contained: the training output copies it into ``code/`` for inference)
-plus ``requirements.txt`` (nltk, beautifulsoup4) that the toolkit installs before running ``model/train.py``.
+plus ``requirements.txt`` (``model/requirements.lock.txt``'s pins, each with its wheel's sha256) that the toolkit
+pip-installs before running ``model/train.py``. Vendored (``SENTIFLOW_AWS_NETWORK_ISOLATION``), the bundle also
+carries those wheels as ``model/wheels/`` and the requirements install from them only (``--no-index``); the model
+the job writes then vendors them into ``code/wheels/`` too (``model.artifact.write_inference_code``).
+
+Network isolation (``EnableNetworkIsolation``): the container cannot reach S3, so the bundle comes as a ``code``
+input channel that SageMaker downloads, and ``sagemaker_submit_directory`` names its local path (what the SageMaker
+SDK does for ``enable_network_isolation=True``).
 
 Hyperparameters are exactly ``model.train.TrainConfig``'s fields (checked here, before any job starts, and again
 by the script): a key such as ``model_dir`` or ``sagemaker_program`` is refused, so a flow parameter can never
@@ -26,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, SentiflowError
-from model.artifact import code_sources, requirements_txt, write_reproducible_tar
+from model.artifact import ArtifactError, code_sources, pinned_wheels, requirements_txt, write_reproducible_tar
 
 if TYPE_CHECKING:
     from backends.base import TrainingSpec
@@ -38,6 +45,12 @@ CODE_DIR = f"{OPT_ML}/code"
 CHECKPOINT_LOCAL_PATH = f"{OPT_ML}/checkpoints"
 VOLUME_SIZE_GB = 10
 CHANNELS = ("train", "validation")
+# Under network isolation the source bundle is this input channel; the toolkit unpacks it from the local path.
+CODE_CHANNEL = "code"
+ISOLATED_SUBMIT_DIRECTORY = f"{OPT_ML}/input/data/{CODE_CHANNEL}/sourcedir.tar.gz"
+# The pinned wheels of model/requirements.lock.txt (`make lock` fetches them; committed, so builds are offline).
+MODEL_WHEELS_DIR = Path(__file__).resolve().parents[2] / "requirements" / "model-wheels"
+BUNDLE_WHEELS = "model/wheels"
 # The PyTorch training toolkit's switch for torchrun across the job's instances (what the SageMaker SDK sends for
 # ``distribution={"torch_distributed": {"enabled": True}}``).
 DISTRIBUTED_HYPERPARAMETER = "sagemaker_torch_distributed_enabled"
@@ -71,12 +84,19 @@ def train_instance_count(settings: Settings) -> int:
     return older if older is not None else count
 
 
-def build_source_tarball(dest: Path) -> Path:
-    """Write ``sourcedir.tar.gz`` (the ``model`` package and requirements.txt), byte-reproducible, to ``dest``."""
+def build_source_tarball(dest: Path, vendored: bool = False, wheels_dir: Path = MODEL_WHEELS_DIR) -> Path:
+    """Write ``sourcedir.tar.gz`` (the ``model`` package and requirements.txt), byte-reproducible, to ``dest``;
+    ``vendored`` adds the pinned wheels (hash-checked) as ``model/wheels/`` and installs only from them."""
     files: list[tuple[str, Path | bytes]] = [(f"model/{path.name}", path) for path in code_sources()]
     if ENTRY_POINT not in {name for name, _ in files}:
         raise SentiflowError(f"training entry point {ENTRY_POINT} not found; reinstall sentiflow from its source tree")
-    files.append(("requirements.txt", requirements_txt().encode()))
+    try:
+        if vendored:
+            files += [(f"{BUNDLE_WHEELS}/{wheel.name}", wheel) for wheel in pinned_wheels(wheels_dir)]
+        requirements = requirements_txt(wheels=BUNDLE_WHEELS if vendored else None)
+    except ArtifactError as error:
+        raise SentiflowError(f"training source bundle: {error}") from None
+    files.append(("requirements.txt", requirements.encode()))
     return write_reproducible_tar(dest, files)
 
 
@@ -117,9 +137,10 @@ def training_job_request(
     only the JSON files to another)."""
     count = train_instance_count(settings)
     hyperparameters: dict[str, Any] = job_hyperparameters(spec.hyperparameters)
+    isolated = bool(settings.aws_network_isolation)
     hyperparameters.update(
         sagemaker_program=ENTRY_POINT,
-        sagemaker_submit_directory=submit_uri,
+        sagemaker_submit_directory=ISOLATED_SUBMIT_DIRECTORY if isolated else submit_uri,
         sagemaker_region=region,
         sagemaker_container_log_level=20,
         sagemaker_job_name=job_name,
@@ -147,8 +168,11 @@ def training_job_request(
                 "InputMode": "File",
             }
         )
+    if isolated:  # the whole object as /opt/ml/input/data/code/sourcedir.tar.gz
+        source = {"S3DataType": "S3Prefix", "S3Uri": submit_uri, "S3DataDistributionType": "FullyReplicated"}
+        channels.append({"ChannelName": CODE_CHANNEL, "DataSource": {"S3DataSource": source}, "InputMode": "File"})
     tags = {"project": "sentiflow", "sentiflow:managed": "true", "sentiflow:stage": "train", **spec.tags}
-    return {
+    request: dict[str, Any] = {
         "TrainingJobName": job_name,
         "HyperParameters": encode_hyperparameters(hyperparameters),
         "AlgorithmSpecification": {
@@ -172,3 +196,6 @@ def training_job_request(
         "Environment": {"PYTHONPATH": CODE_DIR, "PYTHONUNBUFFERED": "1"},
         "Tags": [{"Key": str(k), "Value": str(v)} for k, v in tags.items()],
     }
+    if isolated:  # absent otherwise, as the SDK sends it
+        request["EnableNetworkIsolation"] = True
+    return request

@@ -52,6 +52,7 @@ BAD_VALUES: dict[str, str] = {
     "aws_train_instance_type": "m5.large",
     "aws_train_instance_count": "0",
     "aws_use_spot": "maybe",
+    "aws_network_isolation": "maybe",
     "aws_transform_instance_type": "ml-m5-large",
     "aws_endpoint_instance_type": "large",
     "aws_framework_version": "latest",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -110,11 +111,19 @@ def test_model_tar_layout_and_round_trip(model_dir: Path, tmp_path: Path) -> Non
     )
 
 
-def test_requirements_pin_the_installed_tokenizer_dependencies(model_dir: Path) -> None:
+def test_requirements_pin_the_tokenizer_dependencies_with_hashes_at_the_installed_versions(model_dir: Path) -> None:
+    """code/requirements.txt: bs4 and its dependencies, each ``==`` this venv's version (so the local twin's
+    toolkits find them installed) with one wheel hash; no nltk (its stemmer is vendored)."""
     from importlib.metadata import version
 
-    lines = (model_dir / "code" / "requirements.txt").read_text().split()
-    assert lines == [f"nltk=={version('nltk')}", f"beautifulsoup4=={version('beautifulsoup4')}"]
+    lines = [line for line in (model_dir / "code" / "requirements.txt").read_text().splitlines() if line[:1] != "#"]
+    matches = [re.fullmatch(r"(\S+)==(\S+) --hash=sha256:[0-9a-f]{64}", line) for line in lines]
+    pins = {match[1]: match[2] for match in matches if match}
+    assert len(pins) == len(lines)
+    assert sorted(pins) == ["beautifulsoup4", "soupsieve", "typing-extensions"]
+    assert all(pins[name] == version(name) for name in pins)
+    assert (model_dir / "code" / "model" / "requirements.lock.txt").is_file()  # code/model/ is self-contained
+    assert not (model_dir / "code" / "wheels").exists()  # vendored only when asked
 
 
 def test_code_dir_serves_on_its_own(model_dir: Path, tmp_path: Path) -> None:
@@ -137,7 +146,7 @@ def test_code_dir_serves_on_its_own(model_dir: Path, tmp_path: Path) -> None:
 def test_code_dir_is_a_copy_of_the_model_package_and_the_three_line_entry(model_dir: Path) -> None:
     package = Path(__file__).resolve().parents[2] / "model"
     shipped = sorted(path.name for path in (model_dir / "code" / "model").iterdir())
-    assert shipped == sorted(path.name for path in package.glob("*.py"))
+    assert shipped == sorted([*(path.name for path in package.glob("*.py")), "requirements.lock.txt"])
     for name in shipped:
         assert (model_dir / "code" / "model" / name).read_bytes() == (package / name).read_bytes()
     assert sorted(path.name for path in (model_dir / "code").iterdir()) == ["inference.py", "model", "requirements.txt"]

@@ -166,3 +166,56 @@ def test_failed_transform(aws_settings: Settings, moto_world: MotoWorld) -> None
     moto_world.put_bytes(store.uri("t/test_features.csv"), b"x\n")
     with pytest.raises(SentiflowError, match="failed: ClientError: text/csv line 1"):
         transformer.transform(model_uri, store.uri("t"), "out", print)
+
+
+def test_network_isolation_models_and_their_vendored_code(aws_settings: Settings, moto_world: MotoWorld) -> None:
+    """SENTIFLOW_AWS_NETWORK_ISOLATION: CreateModel carries EnableNetworkIsolation (moto accepts the field but its
+    DescribeModel always answers False, so the request as sent is what is checked), and a model.tar.gz without
+    code/wheels/ is repacked with the pinned wheels and a requirements.txt that installs only from them."""
+    settings = aws_settings.with_overrides(aws_network_isolation=True)
+    clients, store = parts(settings)
+    sent: list[dict] = []
+    clients.client("sagemaker").meta.events.register(
+        "provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.append(dict(params))
+    )
+    endpoints = SageMakerEndpoints(settings, clients, store)
+    v1 = put_model(moto_world, "runs/5/model.tar.gz")
+    info = endpoints.deploy("sentiflow-isolated", v1, 1, print)
+    assert [request.get("EnableNetworkIsolation") for request in sent] == [True]
+    assert info.model_uri == f"s3://{moto_world.bucket}/sentiflow/runs/5/repacked-vendored/model.tar.gz"
+    assert sent[0]["PrimaryContainer"]["ModelDataUrl"] == info.model_uri
+    data = moto_world.client("s3").get_object(
+        Bucket=moto_world.bucket, Key="sentiflow/runs/5/repacked-vendored/model.tar.gz"
+    )
+    with tarfile.open(fileobj=io.BytesIO(data["Body"].read()), mode="r:gz") as tar:
+        wheels = [name for name in tar.getnames() if name.startswith("code/wheels/")]
+        requirements = tar.extractfile("code/requirements.txt").read().decode()  # type: ignore[union-attr]
+    assert wheels and all(name.endswith(".whl") for name in wheels)
+    assert requirements.splitlines()[1:3] == ["--no-index", "--find-links wheels"]
+    endpoints.delete("sentiflow-isolated")
+
+    plain_clients, plain_store = parts(aws_settings)  # the default: no field at all, the archive as it is
+    plain_clients.client("sagemaker").meta.events.register(
+        "provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.append(dict(params))
+    )
+    plain = SageMakerEndpoints(aws_settings, plain_clients, plain_store).deploy("sentiflow-open", v1, 1, print)
+    assert "EnableNetworkIsolation" not in sent[-1] and plain.model_uri == v1
+    SageMakerEndpoints(aws_settings, plain_clients, plain_store).delete("sentiflow-open")
+
+
+def test_network_isolation_batch_transform_model(aws_settings: Settings, moto_world: MotoWorld) -> None:
+    """The batch-transform Model gets the flag too, from the vendored repack, under a name of its own."""
+    moto_world.transform_player = fake_transform
+    settings = aws_settings.with_overrides(aws_network_isolation=True)
+    clients, store = parts(settings)
+    sent: list[dict] = []
+    clients.client("sagemaker").meta.events.register(
+        "provide-client-params.sagemaker.CreateModel", lambda params, **_: sent.append(dict(params))
+    )
+    model_uri = put_model(moto_world, "runs/1/model.tar.gz")
+    test_dir = store.uri("runs/1/channels/test")
+    moto_world.put_bytes(f"{test_dir}/test_features.csv", b"3,4,5,6\n")
+    moto_world.put_bytes(f"{test_dir}/test_labels.csv", b"1\n")
+    SageMakerBatchTransformer(settings, clients, store).transform(model_uri, test_dir, "runs/1/evaluation/t", print)
+    assert len(sent) == 1 and sent[0]["EnableNetworkIsolation"] is True
+    assert sent[0]["PrimaryContainer"]["ModelDataUrl"].endswith("/runs/1/repacked-vendored/model.tar.gz")

@@ -164,3 +164,26 @@ def test_config_errors(aws_settings: Settings, moto_world: MotoWorld) -> None:
     trainer, store = make_trainer(aws_settings.with_overrides(aws_framework_version="99.0"))
     with pytest.raises(ConfigError, match="no AWS PyTorch training image"):
         trainer.train(spec(store), print)
+
+
+def test_network_isolation_reaches_sagemaker(aws_settings: Settings, moto_world: MotoWorld) -> None:
+    """DescribeTrainingJob (moto records the field) shows EnableNetworkIsolation; the bundle is the ``code``
+    channel and carries the pinned wheels, so the container needs no network to install them."""
+    import io
+    import tarfile
+
+    moto_world.training_player = fake_training
+    trainer, store = make_trainer(aws_settings.with_overrides(aws_network_isolation=True))
+    trainer.train(spec(store), print)
+    job = moto_world.client("sagemaker").describe_training_job(TrainingJobName="sentiflow-train-run-42")
+    assert job["EnableNetworkIsolation"] is True
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in job["InputDataConfig"]}
+    submit = json.loads(job["HyperParameters"]["sagemaker_submit_directory"])
+    assert submit == "/opt/ml/input/data/code/sourcedir.tar.gz"
+    bucket, key = channels["code"][5:].split("/", 1)
+    body = moto_world.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        names = tar.getnames()
+        requirements = tar.extractfile("requirements.txt").read().decode()  # type: ignore[union-attr]
+    assert any(name.startswith("model/wheels/") and name.endswith(".whl") for name in names)
+    assert "--no-index" in requirements.splitlines()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from backends.base import TrainingSpec
-from backends.sagemaker import local_job
+from backends.sagemaker import local_job, training
 from backends.sagemaker.local_job import (
     JOB_MARKER,
     MetricParser,
@@ -243,3 +244,31 @@ def test_an_interrupt_stops_every_process_of_the_job(
                       log=interrupt_once_training)  # fmt: skip
     assert len(seen) >= 2  # the toolkit and the script were running
     assert job_processes(job) == []
+
+
+@pytest.mark.e2e  # runs the SageMaker training toolkit and a one-epoch training
+@pytest.mark.timeout(300)
+def test_an_isolated_vendored_job_installs_from_its_wheels_and_vendors_them_into_the_model(
+    settings: Settings, channel_dirs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SENTIFLOW_AWS_NETWORK_ISOLATION's request and bundle through the real toolkit, with no package index: the
+    toolkit pip-installs the bundle's requirements (--no-index, hashes), the script trains, and the model it writes
+    carries code/wheels/ with a requirements.txt that installs only from them."""
+    monkeypatch.setenv("PIP_INDEX_URL", "http://127.0.0.1:9/simple")  # nothing listens: no index reachable
+    request = _request(settings.with_overrides(aws_network_isolation=True))
+    assert request["EnableNetworkIsolation"] is True
+    code = tmp_path / "code-channel"
+    tarball = build_source_tarball(code / "sourcedir.tar.gz", vendored=True)
+    lines: list[str] = []
+    outcome = run_local_job(request, {**channel_dirs, "code": code}, tmp_path / "job", tarball, log=lines.append)
+    assert outcome.status == "Completed", outcome.failure_reason
+    log = "\n".join(lines)
+    assert "Installing dependencies from requirements.txt" in log, log[:3000]
+    # pip found the bundle's wheels where the container would (relative to the requirements file, with no index);
+    # this venv already has the pinned versions, so it installs nothing (tests/model/test_requirements.py installs
+    # the same wheels into a fresh venv)
+    assert re.search(r"Looking in links: .*/code/model/wheels", log) and "beautifulsoup4==4" in log, log[:3000]
+    shipped = outcome.model_dir / "code"
+    bundled = sorted(path.name for path in training.MODEL_WHEELS_DIR.glob("*.whl"))
+    assert sorted(path.name for path in (shipped / "wheels").iterdir()) == bundled
+    assert (shipped / "requirements.txt").read_text().splitlines()[1:3] == ["--no-index", "--find-links wheels"]

@@ -19,7 +19,8 @@ from backends.sagemaker.training import (
     training_job_request,
 )
 from core.config import Settings
-from core.errors import ConfigError
+from core.errors import ConfigError, SentiflowError
+from model.artifact import requirements_txt
 
 IMAGE = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.5-cpu-py311"
 
@@ -160,4 +161,58 @@ def test_the_source_bundle_is_the_model_package_and_its_requirements(tmp_path: P
         requirements = tar.extractfile("requirements.txt").read().decode()  # type: ignore[union-attr]
     assert training.ENTRY_POINT in names and "model/artifact.py" in names
     assert all(name.startswith("model/") for name in names if name != "requirements.txt")
-    assert "nltk==" in requirements and "beautifulsoup4==" in requirements
+    assert "model/requirements.lock.txt" in names and not any(name.startswith("model/wheels/") for name in names)
+    assert requirements == requirements_txt()  # the model lock's pins, each with its wheel's hash
+    assert "beautifulsoup4==" in requirements and "--hash=sha256:" in requirements and "nltk" not in requirements
+
+
+def test_network_isolation_sends_the_bundle_as_a_channel_and_sets_the_flag(settings: Settings) -> None:
+    plain = _request(settings)
+    assert "EnableNetworkIsolation" not in plain and {c["ChannelName"] for c in plain["InputDataConfig"]} == {
+        "train",
+        "validation",
+    }
+    request = _request(settings.with_overrides(aws_network_isolation=True))
+    assert request["EnableNetworkIsolation"] is True
+    channels = {c["ChannelName"]: c for c in request["InputDataConfig"]}
+    assert channels["code"]["DataSource"]["S3DataSource"] == {
+        "S3DataType": "S3Prefix",
+        "S3Uri": "s3://b/p/code/abc/sourcedir.tar.gz",
+        "S3DataDistributionType": "FullyReplicated",
+    }
+    # the container cannot fetch from S3: the toolkit unpacks the channel's local copy
+    assert request["HyperParameters"]["sagemaker_submit_directory"] == '"/opt/ml/input/data/code/sourcedir.tar.gz"'
+    assert {
+        k: v for k, v in request.items() if k not in ("EnableNetworkIsolation", "InputDataConfig", "HyperParameters")
+    } == {k: v for k, v in plain.items() if k not in ("InputDataConfig", "HyperParameters")}
+
+
+def test_a_vendored_bundle_installs_its_requirements_offline_from_the_bundle_folder(tmp_path: Path) -> None:
+    """The training toolkit's step (``pip install -r requirements.txt`` in the unpacked bundle) with no network;
+    the job's model then vendors the same wheels into code/wheels/ (model/train.py's write_inference_code)."""
+    from model.artifact import write_inference_code
+    from tests.model.test_requirements import offline_pip_install
+
+    tarball = build_source_tarball(tmp_path / "sourcedir.tar.gz", vendored=True)
+    code = tmp_path / "opt-ml-code"
+    with tarfile.open(tarball) as tar:
+        tar.extractall(code, filter="data")
+    wheels = sorted(path.name for path in (code / "model" / "wheels").iterdir())
+    assert wheels and all(name.endswith(".whl") for name in wheels)
+    assert (code / "requirements.txt").read_text().splitlines()[1:3] == ["--no-index", "--find-links model/wheels"]
+    done = offline_pip_install(Path("requirements.txt"), cwd=code, venv=tmp_path / "venv")
+    assert done.returncode == 0 and "Successfully installed beautifulsoup4-" in done.stdout, done.stdout + done.stderr
+
+    model_code = write_inference_code(tmp_path / "model", package_dir=code / "model")
+    assert sorted(path.name for path in (model_code / "wheels").iterdir()) == wheels
+    assert (model_code / "requirements.txt").read_text().splitlines()[1:3] == ["--no-index", "--find-links wheels"]
+
+
+def test_a_vendored_bundle_refuses_a_tampered_wheel(tmp_path: Path) -> None:
+    import shutil
+
+    wheels = shutil.copytree(training.MODEL_WHEELS_DIR, tmp_path / "wheels")
+    victim = sorted(wheels.glob("*.whl"))[0]
+    victim.write_bytes(b"not a wheel")
+    with pytest.raises(SentiflowError, match=rf"training source bundle: {victim} has sha256 .*make lock"):
+        build_source_tarball(tmp_path / "sourcedir.tar.gz", vendored=True, wheels_dir=wheels)
