@@ -17,15 +17,23 @@ and says for whom.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from prefect import flow
 
 from core.config import Settings, get_settings
-from core.errors import ConfigError, SentiflowError
-from core.io import file_lock
+from core.errors import SentiflowError
+from flows.data import (
+    data_request,
+    data_summary,
+    download_inputs,
+    load_inputs,
+    prepare_inputs,
+    run_lock,
+    stage_artifacts,
+    validate_inputs,
+)
 from tasks.data.download import download_task
 from tasks.data.load import load_task
 from tasks.data.prepare import prepare_task
@@ -65,28 +73,21 @@ def run_stage(
     reused: Reused,
     store: Any = None,
     artifacts: Callable[[Any], list[str]] | None = None,
+    **kwargs: Any,
 ) -> Any:
-    """Run ``task``; record whether Prefect served it from its cache.
+    """Run ``task`` with ``args`` and ``kwargs``; record whether Prefect served it from its cache.
 
     A cached result whose artifacts (``artifacts(result)``: store URIs) are no longer all in ``store`` is not
     handed on: the stage runs again with ``refresh_cache`` and its new result replaces the cache entry.
     """
-    state = task(*args, return_state=True)
+    state = task(*args, **kwargs, return_state=True)
     if state.name == "Cached" and artifacts is not None and store is not None:
         missing = [uri for uri in artifacts(state.result()) if not store.exists(store.key_from_uri(uri))]
         if missing:
             print(f"{task.name}: the cached result names {missing[0]}, which is gone from the store; running it again")
-            state = task.with_options(refresh_cache=True)(*args, return_state=True)
+            state = task.with_options(refresh_cache=True)(*args, **kwargs, return_state=True)
     reused[task.name] = state.name == "Cached"
     return stage_result(task, state)
-
-
-@contextlib.contextmanager
-def run_lock(settings: Settings) -> Iterator[None]:
-    """One build (data, training, evaluation) at a time per SENTIFLOW_HOME: a second run waits for the first."""
-    what = f"the run lock of SENTIFLOW_HOME={settings.home} (another sentiflow run is building)"
-    with file_lock(settings.state_dir / "run.lock", what, print):
-        yield
 
 
 def _store(settings: Settings) -> Any:
@@ -95,80 +96,33 @@ def _store(settings: Settings) -> Any:
     return get_store(settings)
 
 
-def _per_class(value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise ConfigError(
-            f"flow parameter max_reviews_per_class={value!r} is invalid: it accepts an integer ≥ 1 (or unset)"
-        )
-    return value
-
-
 # --- the halves, as plain functions of a flow ----------------------------------------------------------------
-
-
-def _source_without_secrets(source: str | None) -> str | None:
-    """A ``source`` flow parameter must not carry credentials: Prefect stores flow parameters in clear."""
-    if source and "://" in source:
-        from urllib.parse import urlsplit
-
-        parts = urlsplit(source)
-        if parts.username or parts.password or parts.query:
-            raise ConfigError(
-                "flow parameter source carries credentials (user:password@ or a signed ?query), which Prefect "
-                "would store with the run in clear: set SENTIFLOW_DATA_URL in the environment of the worker instead"
-            )
-    return source
 
 
 def prepare_data(
     settings: Settings, source: str | None, sha256: str | None, max_reviews_per_class: int | None, reused: Reused
 ) -> dict[str, Any]:
-    """Wire the data stages; returns what later stages and the summary need."""
-    backend, store = settings.backend, _store(settings)
-    source = _source_without_secrets(source)
-    source = source or settings.data_url
-    sha256 = sha256 or (settings.data_sha256 if source == settings.data_url else None)
-    per_class = _per_class(max_reviews_per_class)
-    archive = run_stage(download_task, source, sha256, backend, reused=reused, store=store, artifacts=_artifacts)
-    dataset = run_stage(
-        load_task, archive.uri, archive.sha256, backend, reused=reused, store=store, artifacts=_artifacts
+    """Wire the data stages (inputs from ``flows.data``, shared with the up-to-date check); returns what later
+    stages and the summary need."""
+    store = _store(settings)
+    request = data_request(settings, source, sha256, max_reviews_per_class)
+
+    def stage(task: Any, inputs: dict[str, Any]) -> Any:
+        return run_stage(
+            task, **inputs, reused=reused, store=store, artifacts=lambda result: _data_artifacts(task.name, result)
+        )
+
+    archive = stage(download_task, download_inputs(settings, request))
+    dataset = stage(load_task, load_inputs(settings, archive.uri, archive.sha256))
+    validation = stage(validate_task, validate_inputs(settings, dataset.uri))
+    channels = stage(prepare_task, prepare_inputs(settings, dataset.uri, request.max_reviews_per_class))
+    return data_summary(
+        archive.to_dict(), dataset.to_dict(), validation, channels.to_dict(), request.max_reviews_per_class
     )
-    validation = run_stage(
-        validate_task,
-        dataset.uri,
-        settings.expected_rows_per_split,
-        settings.min_review_chars,
-        settings.max_review_chars,
-        backend,
-        reused=reused,
-        store=store,
-        artifacts=lambda result: [result["report_uri"]],
-    )
-    channels = run_stage(
-        prepare_task,
-        dataset.uri,
-        settings.vocab_size,
-        settings.max_len,
-        settings.validation_fraction,
-        settings.seed,
-        per_class,
-        backend,
-        settings.tokenizer_version,
-        reused=reused,
-        store=store,
-        artifacts=_artifacts,
-    )
-    return {
-        "archive": archive.to_dict(),
-        "dataset": dataset.to_dict(),
-        "validation": validation,
-        "channels": channels.to_dict(),
-        "max_reviews_per_class": per_class,
-    }
 
 
-def _artifacts(result: Any) -> list[str]:
-    return result.artifacts()
+def _data_artifacts(stage: str, result: Any) -> list[str]:
+    return stage_artifacts(stage, result if isinstance(result, dict) else result.to_dict())
 
 
 def train(settings: Settings, data: dict[str, Any], hyperparameters: dict[str, Any] | None, reused: Reused) -> Any:

@@ -7,6 +7,8 @@ input or the code that computes the result changes, and only then (changing ``--
 keys alone). ``INPUTS`` alone would let two different tasks with equal inputs share an entry, hence
 ``TASK_SOURCE``; ``TASK_SOURCE`` covers only the task function, hence the fingerprint of its modules. Where the
 records go is decided by the run's default result storage (``sentiflow.ops.storage``), not by the tasks.
+The four data stages are keyed on the same ingredients by one Prefect-free function (``tasks.data.keys``), so
+the CLI can tell that nothing changed before it imports Prefect (``flows.data.up_to_date``).
 
 Retries: network stages retry with jittered exponential backoff; errors that cannot heal (bad data, bad
 settings — any :class:`~core.errors.SentiflowError`) are never retried; training retries once at most.
@@ -20,12 +22,8 @@ Every stage reports its own final failure on the flow run (labels ``sentiflow.fa
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
@@ -33,6 +31,7 @@ from prefect.tasks import exponential_backoff
 
 from core.errors import SentiflowError
 from core.events import FAILED_ERROR_LABEL, FAILED_TASK_LABEL
+from core.fingerprint import code_fingerprint
 from core.redact import redact_text
 
 _MAX_ERROR_CHARS = 400
@@ -41,29 +40,6 @@ _log = logging.getLogger(__name__)
 
 
 # --- what a cache key is made of ----------------------------------------------------------------------------
-
-
-def module_files(name: str) -> list[Path]:
-    """The source files of module ``name``; every ``.py`` file below it for a package. Nothing is imported but
-    the parent packages ``find_spec`` needs."""
-    spec = importlib.util.find_spec(name)
-    if spec is None or spec.origin is None:
-        raise SentiflowError(f"module {name!r} named in a cache policy does not exist")
-    if spec.submodule_search_locations:
-        roots = [Path(location) for location in spec.submodule_search_locations]
-        return sorted(path for root in roots for path in root.rglob("*.py") if "__pycache__" not in path.parts)
-    return [Path(spec.origin)]
-
-
-@lru_cache(maxsize=64)
-def code_fingerprint(*modules: str) -> str:
-    """sha256 over the sources of ``modules`` (names and contents)."""
-    digest = hashlib.sha256()
-    for name in modules:
-        for path in module_files(name):
-            digest.update(f"{name}:{path.name}\0".encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 @dataclass

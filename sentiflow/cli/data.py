@@ -26,6 +26,20 @@ MaxLenOption = Annotated[
     int | None, typer.Option("--max-len", min=1, help="Tokens per review. [default: SENTIFLOW_MAX_LEN, 500]")
 ]
 
+FullRunOption = Annotated[
+    bool,
+    typer.Option(
+        "--full-run",
+        help="Run the Prefect flow even when the up-to-date check finds nothing changed (the run then shows in "
+        "the Prefect UI).",
+    ),
+]
+
+NO_FLOW_RUN = (
+    "            up to date: checked against Prefect's cache records without starting a flow run, so no run shows in "
+    "the Prefect UI (--full-run runs the flow)"
+)
+
 data_app = typer.Typer(help="Download, validate and preprocess the IMDB dataset.", no_args_is_help=True)
 
 
@@ -61,9 +75,23 @@ def prepare(
     max_reviews_per_class: PerClassOption = None,
     vocab_size: VocabOption = None,
     max_len: MaxLenOption = None,
+    full_run: FullRunOption = False,
 ) -> None:
-    """Run the data stages (download → validate → preprocess → channels in the store) as a Prefect flow."""
+    """Run the data stages (download → validate → preprocess → channels in the store) as a Prefect flow.
+
+    First an up-to-date check: when Prefect's cache records say every stage would be reused and their outputs are
+    still in the store, it reports them and stops, without importing Prefect (``flows.data.up_to_date``)."""
     settings = get_settings(vocab_size=vocab_size, max_len=max_len)
+    if not full_run:
+        from flows.data import up_to_date
+        from sentiflow.ops.storage import local_results_dir
+
+        cached = up_to_date(settings, source, sha256, max_reviews_per_class, local_results_dir(settings))
+        if cached is not None:
+            print_data_summary(cached)
+            print_reused(cached["reused"])
+            typer.echo(NO_FLOW_RUN)
+            return
     configure_flow_run(settings, typer.echo)
     from flows.pipeline import data_flow
 

@@ -8,8 +8,9 @@ the task's result record). Before it is stored, the archive's members are checke
 The archive lands in the artifact store under its own hash (``archives/<sha256>/<file name>``), so every later
 stage — on any worker — reads it from there. A file that fails its hash is deleted and reported, never stored.
 
-Reruns are Prefect's cache: the stage is keyed on the source, the expected hash and the backend (for a local
-file also its size and modification time, so an archive rewritten in place is fetched again).
+Reruns are Prefect's cache: the stage is keyed (``tasks.data.keys.stage_key``) on the source, the expected hash and
+the backend (for a local file also its size and modification time, so an archive rewritten in place is fetched
+again).
 :func:`download_archive` does the work; ``download_task`` is the Prefect stage around it.
 """
 
@@ -24,14 +25,14 @@ from typing import Any
 from urllib.parse import unquote, urlparse
 
 from prefect import task
-from prefect.cache_policies import CachePolicy
 
 from core.archives import IMDB_LIMITS, ArchiveRefused, check_tar
 from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
 from core.errors import DataError, SentiflowError
 from core.io import atomic_path, file_digest, local_path
 from core.redact import SecretFilter, redact_url
-from tasks.policies import network_stage, stage_cache
+from tasks.data.keys import DOWNLOAD, data_stage_cache
+from tasks.policies import network_stage
 
 
 @dataclass(frozen=True)
@@ -171,28 +172,7 @@ def download_archive(store: Any, source: str, sha256: str | None = None) -> Arch
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-@dataclass
-class LocalSourceVersion(CachePolicy):
-    """Cache-key part: size and modification time of a local source file (nothing for URLs), so an archive
-    rewritten in place is not served from the cache."""
-
-    def compute_key(self, task_ctx: Any, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any) -> str:
-        source = str(inputs.get("source") or "")
-        if urlparse(source).scheme not in ("", "file"):
-            return "remote"
-        path = local_path(source)
-        try:
-            stat = path.stat() if path is not None else None
-        except OSError:
-            return "missing"
-        return f"{stat.st_size}:{stat.st_mtime_ns}" if stat else "missing"
-
-
-_CACHE = stage_cache("tasks.data.download")
-_CACHE["cache_policy"] = _CACHE["cache_policy"] + LocalSourceVersion()
-
-
-@task(**network_stage("download"), **_CACHE)
+@task(**network_stage(DOWNLOAD), **data_stage_cache(DOWNLOAD))
 def download_task(source: str, sha256: str | None, backend: str) -> ArchiveRef:
     """Fetch and verify the IMDB archive into the artifact store."""
     from prefect.logging import get_run_logger

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 
 from core.errors import DataError
-from tasks.policies import local_stage, stage_cache
+from tasks.data.keys import LOAD, data_stage_cache
+from tasks.policies import local_stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -139,7 +140,7 @@ def read_dataset(store: Any, uri: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-@task(**local_stage("load-dataset"), **stage_cache("tasks.data.load"))
+@task(**local_stage(LOAD), **data_stage_cache(LOAD))
 def load_task(archive_uri: str, archive_sha256: str, backend: str) -> DatasetRef:
     """Read the aclImdb layout from the stored archive into ``reviews.parquet`` in the store."""
     from prefect.logging import get_run_logger

@@ -18,7 +18,7 @@ length); ``test_labels.csv`` one label per line. The reviews are tokenized with 
 (``words-neg-punct-2`` by default; ``reference-bs4-porter-1`` is the notebook's), which ``preprocessing.json``
 records with its parameters, so training, serving and parity follow it.
 
-Reruns are Prefect's cache (this stage is keyed on its inputs and code, see ``tasks.policies``); nothing here
+Reruns are Prefect's cache (this stage is keyed on its inputs and code, see ``tasks.data.keys``); nothing here
 checks for earlier results. :func:`build_channels` does the work; ``prepare_task`` is the Prefect stage.
 """
 
@@ -32,20 +32,16 @@ from typing import TYPE_CHECKING, Any
 from prefect import task
 
 from core.errors import SentiflowError
+from core.fingerprint import code_fingerprint
 from core.io import atomic_write_json, sha256_file, sha256_text
-from tasks.policies import code_fingerprint, local_stage, stage_cache
+from tasks.data.keys import CHANNEL_FILES, PREPARE, PREPROCESSING_CODE, channel_artifacts, data_stage_cache
+from tasks.policies import local_stage
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-CHANNEL_FILES = {
-    "train": ("train.npz", "word_dict.json", "preprocessing.json"),
-    "validation": ("validation.npz",),
-    "test": ("test.npz", "test_features.csv", "test_labels.csv"),
-}
 MANIFEST = "manifest.json"
-PREPROCESSING_CODE = ("tasks.data.prepare", "model.preprocessing", "model.stopwords", "model.porter", "model.channels")
 
 
 @dataclass(frozen=True)
@@ -75,8 +71,7 @@ class ChannelSet:
         return f"{self.channels[channel]}/{name}"
 
     def artifacts(self) -> list[str]:
-        files = [self.file_uri(channel, name) for channel, names in CHANNEL_FILES.items() for name in names]
-        return [*files, self.manifest_uri]
+        return channel_artifacts(self.channels, self.manifest_uri)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -203,7 +198,7 @@ def prepare_channels(store: Any, dataset_uri: str, parameters: ChannelParameters
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-@task(**local_stage("prepare-channels"), **stage_cache(*PREPROCESSING_CODE))
+@task(**local_stage(PREPARE), **data_stage_cache(PREPARE))
 def prepare_task(
     dataset_uri: str,
     vocab_size: int,

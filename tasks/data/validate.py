@@ -23,8 +23,10 @@ from prefect import task
 
 from core.config import Settings
 from core.errors import DataError
+from core.fingerprint import code_fingerprint
 from core.io import atomic_dir, atomic_write_json, local_path, sha256_text
-from tasks.policies import code_fingerprint, once_stage, stage_cache
+from tasks.data.keys import VALIDATE, data_stage_cache
+from tasks.policies import once_stage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -410,7 +412,7 @@ def validation_markdown(report: ValidationReport) -> str:
 # --- the Prefect task ----------------------------------------------------------------------------------
 
 
-@task(**once_stage("validate-dataset"), **stage_cache("tasks.data.validate"))
+@task(**once_stage(VALIDATE), **data_stage_cache(VALIDATE))
 def validate_task(
     dataset_uri: str, expected_rows_per_split: int, min_review_chars: int, max_review_chars: int, backend: str
 ) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import ConfigError
-from flows.pipeline import _source_without_secrets
+from flows.data import source_without_secrets
 
 
 @pytest.mark.parametrize(
@@ -17,10 +17,10 @@ from flows.pipeline import _source_without_secrets
 )
 def test_a_source_with_credentials_is_refused_naming_the_environment_variable(source: str) -> None:
     with pytest.raises(ConfigError, match="SENTIFLOW_DATA_URL") as refused:
-        _source_without_secrets(source)
+        source_without_secrets(source)
     assert "hunter2" not in str(refused.value) and "abc123" not in str(refused.value)
 
 
 @pytest.mark.parametrize("source", [None, "../shared/data/aclImdb_v1_labeled.tar.gz", "s3://bucket/aclImdb.tar.gz"])
 def test_plain_sources_pass(source: str | None) -> None:
-    assert _source_without_secrets(source) == source
+    assert source_without_secrets(source) == source

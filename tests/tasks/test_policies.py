@@ -10,7 +10,8 @@ import pytest
 from prefect import Task
 
 import tasks
-from tasks.policies import TIMEOUTS, CodeFingerprint, code_fingerprint, module_files, timeout_message
+from core.fingerprint import module_files
+from tasks.policies import TIMEOUTS, CodeFingerprint, code_fingerprint, timeout_message
 
 
 def all_stage_tasks() -> list[Task]:

@@ -12,7 +12,8 @@ import pytest
 from backends.local.storage import LocalArtifactStore
 from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
 from core.errors import DataError, SentiflowError
-from tasks.data.download import LocalSourceVersion, archive_key, download_archive, expected_hash
+from tasks.data.download import archive_key, download_archive, expected_hash
+from tasks.data.keys import source_version
 
 
 def _sha256(path: Path) -> str:
@@ -62,12 +63,12 @@ def test_official_url_is_pinned_to_its_md5() -> None:
 def test_a_local_source_rewritten_in_place_gets_a_new_cache_key(tmp_path) -> None:
     archive = tmp_path / "imdb.tar.gz"
     archive.write_bytes(b"one")
-    policy = LocalSourceVersion()
-    first = policy.compute_key(None, {"source": str(archive)}, {})
-    assert policy.compute_key(None, {"source": archive.as_uri()}, {}) == first
+    first = source_version(str(archive))
+    assert source_version(archive.as_uri()) == first
     archive.write_bytes(b"other content")
-    assert policy.compute_key(None, {"source": str(archive)}, {}) != first
-    assert policy.compute_key(None, {"source": "https://example.org/a.tar.gz"}, {}) == "remote"
+    assert source_version(str(archive)) != first
+    assert source_version("https://example.org/a.tar.gz") == "remote"
+    assert source_version(str(tmp_path / "gone.tar.gz")) == "missing"
 
 
 @pytest.fixture
