@@ -48,6 +48,7 @@ THROUGHPUT_BAR = 5000.0
 P50_BAR_MS = 3.0
 P99_BAR_MS = 10.0
 RSS_BAR_MIB = 300.0
+IDLE_S = 2.0  # memory is read right after the load and again after this long idle
 LISTENING = re.compile(r"listening on (http://[^\s]+)")
 
 
@@ -202,7 +203,8 @@ def measure(server: Server, reviews: list[str], requests: int, batch: list[str],
         "p50": percentile(single, 50),
         "p99": percentile(single, 99),
         "rate": rate,
-        "rss": server.processes(),
+        "rss": server.processes(),  # right after the load
+        "rss_idle": _idle_processes(server),
         "labels": [item["label"] for item in scored],
         "scores": [item["score"] for item in scored],
     }
@@ -416,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             False,
         ),
         (
-            "largest serving process (MiB RSS)",
+            "largest serving process (MiB RSS, under load)",
             _largest(old["rss"]),
             _largest(new["rss"]),
             f"≤ {RSS_BAR_MIB:g}",
@@ -430,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
         ratio = before / after if lower_is_better else after / before
         print(f"{label:<46}{before:12,.2f}{after:12,.2f}{ratio:7.2f}x   {bar} {'met' if met else 'NOT met'}")
     print(f"{'':<46}(ratio > 1: the endpoint is better)")
-    print(f"resident memory: reference {_fmt(old['rss'])}; endpoint {_fmt(new['rss'])}")
+    print(f"resident memory right after the load: reference {_fmt(old['rss'])}; endpoint {_fmt(new['rss'])}")
+    idle = f"reference {_fmt(old['rss_idle'])}; endpoint {_fmt(new['rss_idle'])}"
+    print(f"resident memory after {IDLE_S:g} s idle: {idle}")
     differ = sum(a != b for a, b in zip(old["labels"], new["labels"], strict=True))
     worst = max(abs(a - b) for a, b in zip(old["scores"], new["scores"], strict=True))
     print(f"answers: {len(batch):,} reviews, labels identical in {len(batch) - differ:,}, max |Δscore| {worst:.1e}")
@@ -444,9 +448,16 @@ def main(argv: list[str] | None = None) -> int:
         f"endpoint_p50_ms={new['p50']:.2f} endpoint_p99_ms={new['p99']:.2f} endpoint_rps={new['rate']:.0f} "
         f"endpoint_rss_mib={_largest(new['rss']):.0f} reference_p50_ms={old['p50']:.2f} "
         f"reference_p99_ms={old['p99']:.2f} reference_rps={old['rate']:.0f} "
-        f"reference_rss_mib={_largest(old['rss']):.0f} workers={workers}"
+        f"reference_rss_mib={_largest(old['rss']):.0f} endpoint_idle_rss_mib={_largest(new['rss_idle']):.0f} "
+        f"workers={workers}"
     )
     return 0 if met else 1
+
+
+def _idle_processes(server: Server) -> dict[str, tuple[float, float]]:
+    """(RSS, PSS) of the serving processes after IDLE_S without requests (an endpoint worker then trims its heap)."""
+    time.sleep(IDLE_S)
+    return server.processes()
 
 
 def _largest(rss: dict[str, tuple[float, float]]) -> float:

@@ -162,3 +162,16 @@ def test_masked_pools_equal_pooling_each_row_over_its_own_steps() -> None:
         for row, length in enumerate(lengths):
             assert torch.equal(max_pool[row], out[row, :length].amax(dim=0))
             assert torch.allclose(mean_pool[row], out[row, :length].mean(dim=0), atol=1e-6)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_inference_pads_steps_to_a_bucket_without_changing_the_logits(bidirectional: bool) -> None:
+    from model.network import STEP_BUCKET
+
+    torch.manual_seed(1)
+    network = PooledLSTMClassifier(vocab_size=50, embedding_dim=8, hidden_dim=6, bidirectional=bidirectional).eval()
+    rows = _rows([5, STEP_BUCKET + 3, 1, STEP_BUCKET], max_len=2 * STEP_BUCKET)
+    trained_path = network(rows)  # gradients on: the steps as they are
+    with torch.inference_mode():
+        served_path = network(rows)  # padded to 2 * STEP_BUCKET steps
+    assert torch.allclose(served_path, trained_path, atol=1e-6)
