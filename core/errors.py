@@ -16,3 +16,8 @@ class DataError(SentiflowError):
 
 class ConfigError(SentiflowError):
     """A setting, parameter or hyperparameter is invalid."""
+
+
+class TransientError(SentiflowError):
+    """A fault that may pass by itself (the network, a service briefly away): Prefect retries it, and once the
+    retries are spent it reaches the user as one line like any other SentiflowError."""

@@ -29,7 +29,7 @@ from typing import Any
 from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.tasks import exponential_backoff
 
-from core.errors import SentiflowError
+from core.errors import SentiflowError, TransientError
 from core.events import FAILED_ERROR_LABEL, FAILED_TASK_LABEL
 from core.fingerprint import code_fingerprint
 from core.redact import redact_text
@@ -107,11 +107,14 @@ def timeout_message(name: str, seconds: float | None) -> str:
 
 
 def retry_unless_user_error(task: Any, task_run: Any, state: Any) -> bool:
-    """Prefect ``retry_condition_fn``: retry transient faults, never a SentiflowError (nor a timeout)."""
+    """Prefect ``retry_condition_fn``: retry transient faults (a TransientError included), never another
+    SentiflowError (nor a timeout)."""
     if state.name == "TimedOut":
         return False
     try:
         state.result()
+    except TransientError:
+        return True
     except SentiflowError:
         return False
     except Exception:

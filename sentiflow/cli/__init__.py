@@ -3,7 +3,8 @@
 Each module in this package adds its commands through ``register(app)``; heavy imports (torch, prefect, boto3)
 happen inside the commands so that ``sentiflow --help`` stays fast. Errors the user can fix — a bad flag (click's
 usage errors), a bad ``SENTIFLOW_*`` value, anything raising :class:`core.errors.SentiflowError` — are printed on
-one line with exit code 2, never a traceback.
+one line with exit code 2, never a traceback; anything else (a bug) is one line naming the file that holds its
+traceback, exit code 1.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import sys
 import typer
 
 from core.errors import SentiflowError
+from core.redact import redact_text
 
 app = typer.Typer(
     name="sentiflow",
@@ -60,4 +62,24 @@ def main() -> None:
     except SentiflowError as error:
         typer.secho(f"error: {_one_line(str(error))}", fg="red", err=True)
         sys.exit(2)
+    except Exception as error:  # noqa: BLE001 - a bug: one line here, the traceback in a file
+        report = _write_crash_report()
+        typer.secho(
+            f"error: unexpected {type(error).__name__}: {_one_line(redact_text(str(error)))[:300]} — a sentiflow bug; "
+            f"the traceback is in {report} (the Prefect UI has the run's record)",
+            fg="red",
+            err=True,
+        )
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _write_crash_report() -> str:
+    """The current exception's traceback (URLs and secrets redacted) in a new file; returns its path."""
+    import tempfile
+    import traceback
+
+    text = redact_text(traceback.format_exc())
+    with tempfile.NamedTemporaryFile("w", prefix="sentiflow-crash-", suffix=".log", delete=False) as handle:
+        handle.write(text)
+    return handle.name

@@ -28,11 +28,13 @@ from prefect import task
 
 from core.archives import IMDB_LIMITS, ArchiveRefused, check_tar
 from core.config import OFFICIAL_DATA_MD5, OFFICIAL_DATA_URL
-from core.errors import DataError, SentiflowError
+from core.errors import DataError, SentiflowError, TransientError
 from core.io import atomic_path, file_digest, local_path
 from core.redact import SecretFilter, redact_url
 from tasks.data.keys import DOWNLOAD, data_stage_cache
 from tasks.policies import network_stage
+
+OFFLINE_HINT = "check the network, or pass a local copy with --source / SENTIFLOW_DATA_URL"
 
 
 @dataclass(frozen=True)
@@ -100,9 +102,9 @@ def _fetch_http(source: str, target: Path, pinned: tuple[str, str] | None) -> No
         status = error.response.status_code if error.response is not None else 0
         if 400 <= status < 500:
             raise DataError(f"download of {shown} answered HTTP {status}; check the URL and its credentials") from None
-        raise ConnectionError(f"download of {shown} answered HTTP {status}") from None  # retried
+        raise TransientError(f"download of {shown} answered HTTP {status}; {OFFLINE_HINT}") from None  # retried
     except requests.RequestException as error:
-        raise ConnectionError(f"download of {shown} failed: {type(error).__name__}") from None  # retried
+        raise TransientError(f"download of {shown} failed ({type(error).__name__}); {OFFLINE_HINT}") from None
 
 
 def _fetch_s3(source: str, target: Path) -> None:

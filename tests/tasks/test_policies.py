@@ -91,3 +91,18 @@ def test_a_stage_that_hangs_fails_the_run_with_its_name(prefect_api: str) -> Non
     with pytest.raises(SentiflowError, match=r"^stage hangs timed out after 2 s and was stopped"):
         timeout_flow()
     assert time.monotonic() - started < 60  # stopped at the limit, not waited for (the sleep is 120 s)
+
+
+def test_a_transient_error_is_retried_and_another_user_error_is_not() -> None:
+    from prefect.states import Completed, Failed
+
+    from core.errors import ConfigError, TransientError
+    from tasks.policies import retry_unless_user_error
+
+    def failed(error: Exception) -> object:
+        return Failed(data=error)
+
+    assert retry_unless_user_error(None, None, failed(TransientError("the network is away"))) is True
+    assert retry_unless_user_error(None, None, failed(ConnectionError("reset"))) is True
+    assert retry_unless_user_error(None, None, failed(ConfigError("bad setting"))) is False
+    assert retry_unless_user_error(None, None, Completed()) is True

@@ -32,6 +32,17 @@ def test_a_bad_source_fails_the_flow_with_one_line_and_no_traceback(tmp_path: Pa
     assert "Traceback" not in output
 
 
+@pytest.mark.e2e
+def test_an_unreachable_source_is_retried_then_one_line_naming_the_fix(tmp_path: Path, prefect_api: str) -> None:
+    source = "http://127.0.0.1:1/aclImdb_v1.tar.gz"  # nothing listens on port 1: refused at once, every attempt
+    result = sentiflow("data", "prepare", "--source", source, "--sha256", "0" * 64, home=tmp_path)
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "Retry 3/3" in output  # retried as a transient fault first
+    assert f"error: download of {source} failed (ConnectionError); check the network, or pass a local copy" in output
+    assert "Traceback" not in output
+
+
 def test_failed_validation_exits_1_and_a_missing_folder_exits_2(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -44,3 +55,24 @@ def test_failed_validation_exits_1_and_a_missing_folder_exits_2(
     code, _, err = run_cli(monkeypatch, capsys, tmp_path, "data", "validate", str(tmp_path / "nowhere"))
     assert code == 2 and "is not an aclImdb folder" in err
     assert "Traceback" not in err and err.strip().count("\n") == 0
+
+
+def test_a_bug_is_one_line_naming_the_file_with_its_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sentiflow.cli as cli
+    from tests.fixtures.cli import run_cli
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("boom at http://user:PLANTED@example.com/x?sig=PLANTED")
+
+    monkeypatch.setattr(cli, "app", broken)
+    code, out, err = run_cli(monkeypatch, capsys, tmp_path, "endpoints", "list")
+    assert code == 1 and out == ""
+    line = err.strip()
+    assert "\n" not in line and "Traceback" not in line and "PLANTED" not in line
+    assert line.startswith("error: unexpected RuntimeError: boom at http://example.com/x — a sentiflow bug;")
+    report = Path(line.split("the traceback is in ", 1)[1].split(" ", 1)[0])
+    text = report.read_text()
+    assert "Traceback" in text and "raise RuntimeError" in text and "PLANTED" not in text
+    report.unlink()

@@ -156,3 +156,14 @@ def test_a_decompression_bomb_is_refused_and_not_stored(store, tmp_path) -> None
     with pytest.raises(DataError, match=r"archive from .*bomb.tar.gz refused: .*decompression bomb"):
         download_archive(store, str(bomb), None)
     assert not store.root.exists() or not any(p.is_file() for p in store.root.rglob("*"))
+
+
+def test_an_unreachable_source_is_a_transient_error_that_names_the_fix(store) -> None:
+    from core.errors import TransientError
+
+    port = 1  # tcpmux: nothing listens there, so the connection is refused at once
+    with pytest.raises(TransientError) as failure:
+        download_archive(store, f"http://127.0.0.1:{port}/aclImdb_v1.tar.gz", "0" * 64)
+    message = str(failure.value)
+    assert message.startswith(f"download of http://127.0.0.1:{port}/aclImdb_v1.tar.gz failed (ConnectionError)")
+    assert "--source / SENTIFLOW_DATA_URL" in message
