@@ -102,11 +102,15 @@ def test_the_behaviour_suite_refuses_a_model_archive_that_expands_too_far(settin
     from core.errors import SentiflowError
     from tasks.evaluate import model_behaviour
 
+    class Zeros(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            return bytes(size)
+
     bomb = tmp_path / "model.tar.gz"
-    with tarfile.open(bomb, "w:gz") as archive:  # 32 MiB of zeros in ~32 KiB: past the expansion-ratio cap
+    with tarfile.open(bomb, "w:gz") as archive:  # 160 MiB of zeros in ~160 KiB: past the expansion-ratio cap
         member = tarfile.TarInfo("model.pth")
-        member.size = 32 << 20
-        archive.addfile(member, io.BytesIO(bytes(member.size)))
+        member.size = 160 << 20
+        archive.addfile(member, Zeros())
     store = LocalArtifactStore(settings.store_dir)
     model_uri, _ = store.put_file(bomb, "training/bomb/model.tar.gz")
     with pytest.raises(SentiflowError, match="model archive refused"):
