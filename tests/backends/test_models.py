@@ -49,11 +49,15 @@ def test_a_model_archive_bomb_is_refused_before_unpacking(settings: Settings, tm
     import io
     import tarfile
 
+    class Zeros(io.RawIOBase):
+        def read(self, size: int = -1) -> bytes:
+            return bytes(size)
+
     bomb = tmp_path / "model.tar.gz"
-    with tarfile.open(bomb, "w:gz") as tar:
+    with tarfile.open(bomb, "w:gz") as tar:  # 160 MiB of zeros: past the ratio floor, ~1000:1
         info = tarfile.TarInfo("model.pth")
-        info.size = 64 << 20
-        tar.addfile(info, io.BytesIO(bytes(info.size)))
+        info.size = 160 << 20
+        tar.addfile(info, Zeros())
     with pytest.raises(SentiflowError, match=r"^model archive refused: model.tar.gz expands more than 50x"):
         resolve_model_dir(str(bomb), settings)
     assert not (settings.cache_dir / "models").exists() or not any((settings.cache_dir / "models").iterdir())
