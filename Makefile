@@ -5,18 +5,19 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 LOCK   := requirements/project.lock.txt
 UV_PIN := requirements/uv.txt
+BUILD  := requirements/build-constraints.txt
 
 .PHONY: run test test-fast lint format benchmarks clean venv lock
 
 venv: $(STAMP)
 
 ## The venv holds exactly the lock (every file's sha256 checked): uv, hash-pinned, is pip-installed first; it syncs
-## the lock (torch is the CPU wheel from /opt/wheels), then installs the project itself, editable, without deps.
-## Re-run whenever pyproject.toml or a lock changes.
-$(STAMP): pyproject.toml $(LOCK) $(UV_PIN)
+## the lock (torch is the CPU wheel from /opt/wheels; the sdist-only packages build with the hash-pinned setuptools of
+## $(BUILD)), then installs the project itself, editable, without deps. Re-run whenever pyproject.toml or a lock changes.
+$(STAMP): pyproject.toml $(LOCK) $(UV_PIN) $(BUILD)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(UV_PIN)
-	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes $(LOCK)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python --require-hashes --build-constraints $(BUILD) $(LOCK)
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 

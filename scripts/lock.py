@@ -1,10 +1,13 @@
-"""Regenerate every lock file (``make lock``): the project's, uv's bootstrap pin, and the model artifact's.
+"""Regenerate every lock file (``make lock``): the project's, uv's bootstrap pin, the build constraints, the model's.
 
 1. ``requirements/project.lock.txt``: ``uv pip compile`` of pyproject.toml's dependencies plus the ``dev`` extra,
    every file's sha256, for CPython 3.11.7 on linux x86_64; torch is overridden to the CPU build on this machine's
    disk (``requirements/torch-cpu.txt``, ``--find-links /opt/wheels``). uv keeps the versions already in the lock
    unless pyproject.toml asks otherwise (``--upgrade`` to move everything: ``make lock ARGS=--upgrade``).
 2. ``requirements/uv.txt``: uv's own entry from that lock; ``make venv`` pip-installs it ``--require-hashes``.
+   ``requirements/build-constraints.txt``: the lock's setuptools entry, the one build requirement of the five
+   sdist-only packages (legacy ``setup.py``, no ``setup_requires``); ``make venv`` passes it as uv's
+   ``--build-constraints``, so their isolated builds run a hash-checked setuptools.
 3. ``model/requirements.lock.txt``: what ``model/`` imports beyond the SageMaker PyTorch container
    (``requirements/model.in``) with all its dependencies, at the project lock's versions, each with the sha256 of
    the one py3 wheel ``requirements/model-wheels/`` holds (downloaded here, checked against the project lock's
@@ -28,6 +31,8 @@ ROOT = Path(__file__).resolve().parent.parent
 REQ = ROOT / "requirements"
 PROJECT_LOCK = REQ / "project.lock.txt"
 UV_PIN = REQ / "uv.txt"
+BUILD_CONSTRAINTS = REQ / "build-constraints.txt"
+BUILD_REQUIREMENTS = ("setuptools",)  # PEP 517's fallback backend for a setup.py without pyproject.toml
 TORCH_OVERRIDE = REQ / "torch-cpu.txt"
 MODEL_IN = REQ / "model.in"
 MODEL_WHEELS = REQ / "model-wheels"
@@ -83,17 +88,34 @@ def lock_project(extra: list[str]) -> dict[str, tuple[str, set[str]]]:
     return parse_lock(PROJECT_LOCK.read_text(encoding="utf-8"))
 
 
+def _pin_lines(name: str, pins: dict[str, tuple[str, set[str]]]) -> list[str]:
+    """``name==version \\`` and its ``--hash`` lines, as in the lock."""
+    version, hashes = pins[name]
+    lines = [f"{name}=={version} \\", *(f"    --hash=sha256:{digest} \\" for digest in sorted(hashes))]
+    lines[-1] = lines[-1].removesuffix(" \\")
+    return lines
+
+
 def write_uv_pin(pins: dict[str, tuple[str, set[str]]]) -> None:
     """uv's own pin with the lock's hashes, for ``pip install --require-hashes`` before uv exists."""
-    version, hashes = pins["uv"]
     lines = [
         "# uv, hash-pinned: `make venv` pip-installs it with --require-hashes, then installs project.lock.txt with it.",
         "# Written by `make lock` (scripts/lock.py) from uv's entry in project.lock.txt; do not edit.",
-        f"uv=={version} \\",
-        *(f"    --hash=sha256:{digest} \\" for digest in sorted(hashes)),
+        *_pin_lines("uv", pins),
     ]
-    lines[-1] = lines[-1].removesuffix(" \\")
     _write(UV_PIN, "\n".join(lines) + "\n")
+
+
+def write_build_constraints(pins: dict[str, tuple[str, set[str]]]) -> None:
+    """The build requirements of the lock's sdist-only packages, with the lock's hashes (uv checks them)."""
+    lines = [
+        "# Build requirements of the lock's sdist-only packages (the SageMaker toolkits, inotify-simple: setup.py,",
+        "# no setup_requires), hash-pinned; `make venv` passes this file to uv as --build-constraints.",
+        "# Written by `make lock` (scripts/lock.py) from project.lock.txt; do not edit.",
+    ]
+    for name in BUILD_REQUIREMENTS:
+        lines += _pin_lines(name, pins)
+    _write(BUILD_CONSTRAINTS, "\n".join(lines) + "\n")
 
 
 def lock_model(pins: dict[str, tuple[str, set[str]]]) -> None:
@@ -143,11 +165,12 @@ def lock_model(pins: dict[str, tuple[str, set[str]]]) -> None:
 
 
 def main(argv: list[str]) -> None:
-    """``scripts/lock.py [extra uv pip compile options]``: rewrite the three lock files."""
+    """``scripts/lock.py [extra uv pip compile options]``: rewrite the four lock files."""
     pins = lock_project(argv)
     if "uv" not in pins or "torch" not in pins:
         sys.exit(f"lock: {PROJECT_LOCK.name} lacks uv or torch; pyproject.toml must list both")
     write_uv_pin(pins)
+    write_build_constraints(pins)
     lock_model(pins)
     print(f"lock: {len(pins)} pins in {PROJECT_LOCK.relative_to(ROOT)}; model: {MODEL_LOCK.relative_to(ROOT)}")
 

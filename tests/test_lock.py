@@ -101,3 +101,13 @@ def test_the_model_lock_is_the_projects_versions_with_the_committed_wheels() -> 
     wheels = pinned_wheels(REQ / "model-wheels")  # each one's sha256 checked
     assert sorted(wheels) == sorted((REQ / "model-wheels").glob("*.whl"))  # and nothing else there
     assert all(wheel.name.endswith("-py3-none-any.whl") for wheel in wheels)  # any CPU, any 3.x the DLC has
+
+
+def test_the_build_constraints_are_the_locks_setuptools() -> None:
+    """The sdist-only packages build with setuptools alone; uv checks its hashes there (``--build-constraints``)."""
+    pins = parse_lock(PROJECT_LOCK.read_text())
+    constraints = parse_lock((REQ / "build-constraints.txt").read_text())
+    assert constraints == {"setuptools": pins["setuptools"]}
+    makefile = (ROOT / "Makefile").read_text()
+    assert "--require-hashes --build-constraints $(BUILD) $(LOCK)" in makefile
+    assert "BUILD  := requirements/build-constraints.txt" in makefile
