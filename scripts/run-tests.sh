@@ -79,5 +79,6 @@ if ! SENTIFLOW_HOME="$server_home" sentiflow prefect server --port "$prefect_por
 fi
 
 # The session's e2e fixtures point this process's Prefect client at the server (SENTIFLOW_TEST_PREFECT_API_URL);
-# pytest itself starts without PREFECT_API_URL, so a unit test cannot reach the server by accident.
-env -u PREFECT_API_URL -u PREFECT_UI_API_URL pytest "$@"
+# pytest itself starts without PREFECT_API_URL, so a unit test cannot reach the server by accident. The 25 slowest
+# tests are listed at the end, to keep the suite's time in view.
+env -u PREFECT_API_URL -u PREFECT_UI_API_URL pytest --durations=25 "$@"
