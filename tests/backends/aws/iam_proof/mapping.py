@@ -227,6 +227,8 @@ def sagemaker(call: Call, world: World) -> Iterator[Request]:
                 resources.append(sm_arn(call, "endpoint-config", p["EndpointConfigName"]))
         tags = _tags_list(p.get("Tags"))
         ctx = request_tag_context(tags)
+        if op in ("CreateTrainingJob", "CreateModel") and "EnableNetworkIsolation" in p:
+            ctx["sagemaker:NetworkIsolation"] = str(bool(p["EnableNetworkIsolation"])).lower()
         for resource in resources:
             extra = {} if resource == arn else resource_tag_context(world.tags.get(resource))
             yield Request.make(call.principal, f"sagemaker:{op}", resource, {**ctx, **extra}, src)
