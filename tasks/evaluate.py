@@ -23,6 +23,7 @@ from tasks.policies import local_stage, stage_cache
 
 if TYPE_CHECKING:
     from backends.base import ArtifactStore
+    from core.config import Settings
     from model.channels import Channel
 
 
@@ -46,16 +47,14 @@ def read_store_channel(store: ArtifactStore, uri: str) -> Channel:
         return read_labelled_channel(Path(path))
 
 
-def model_behaviour(store: ArtifactStore, model_uri: str, cache_dir: Path) -> dict[str, Any]:
-    """The behavioural suite on the model archive at ``model_uri`` (``BehaviourReport.to_dict()``), unpacked the
-    one way every model is (``backends.models``: archive caps checked, cached under ``cache_dir``)."""
-    from backends.models import unpacked_model_dir
+def model_behaviour(model_uri: str, settings: Settings) -> dict[str, Any]:
+    """The behavioural suite on the model archive at ``model_uri`` (``BehaviourReport.to_dict()``), resolved the
+    one way every model is (``backends.models``: archive caps checked, unpacked once into the models cache)."""
+    from backends.models import resolve_model_dir
     from evaluation.behaviour import run_suite
     from model.artifact import load_artifact
 
-    with store.local_file(store.key_from_uri(model_uri)) as archive:
-        model_dir = unpacked_model_dir(Path(archive), cache_dir)
-    return run_suite(load_artifact(model_dir).predict_texts).to_dict()
+    return run_suite(load_artifact(resolve_model_dir(model_uri, settings)).predict_texts).to_dict()
 
 
 def deployed_comparison(store: ArtifactStore, deployed: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -141,7 +140,7 @@ def evaluate_task(
 
     settings = get_settings("parameter", backend=backend)
     store = get_store(settings)
-    behaviour = model_behaviour(store, model_uri, settings.cache_dir)
+    behaviour = model_behaviour(model_uri, settings)
     with tempfile.TemporaryDirectory(prefix="sentiflow-evaluate-") as scratch:
         compared = deployed_comparison(store, deployed)
         report, images = evaluate(

@@ -87,7 +87,7 @@ def test_the_behaviour_suite_runs_on_the_stored_model_archive(settings, tiny: Ti
 
     store = LocalArtifactStore(settings.store_dir)
     model_uri, _ = store.put_file(tiny.tar_path, "training/behaviour/model.tar.gz")
-    behaviour = model_behaviour(store, model_uri, settings.cache_dir)
+    behaviour = model_behaviour(model_uri, settings)
     checks = {check["name"]: check for check in behaviour["checks"]}
     assert checks["markup and casing"]["pass_rate"] == 1.0 and behaviour["pass_rate"] >= 0.8
     assert behaviour["passed"] == sum(check["passed"] for check in behaviour["checks"])
@@ -114,7 +114,7 @@ def test_the_behaviour_suite_refuses_a_model_archive_that_expands_too_far(settin
     store = LocalArtifactStore(settings.store_dir)
     model_uri, _ = store.put_file(bomb, "training/bomb/model.tar.gz")
     with pytest.raises(SentiflowError, match="model archive refused"):
-        model_behaviour(store, model_uri, settings.cache_dir)
+        model_behaviour(model_uri, settings)
     assert not (settings.cache_dir / "models").exists() or not any((settings.cache_dir / "models").iterdir())
 
 
