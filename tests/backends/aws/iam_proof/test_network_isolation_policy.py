@@ -23,10 +23,14 @@ def operator_policies(*extra: str) -> PolicySet:
     return PolicySet.from_files([IAM / name for name in (*POLICIES["operator"], *extra)], VARIABLES)
 
 
-def isolated(call):  # noqa: ANN001, ANN201 - mapping.Call
-    if call.service == "sagemaker" and call.operation in ("CreateTrainingJob", "CreateModel"):
-        return dataclasses.replace(call, params={**call.params, "EnableNetworkIsolation": True})
-    return call
+def with_isolation(calls: list, enabled: bool) -> list:
+    """The calls with ``EnableNetworkIsolation=enabled`` on every training job and model they create."""
+    return [
+        dataclasses.replace(c, params={**c.params, "EnableNetworkIsolation": enabled})
+        if f"{c.service}:{c.operation}" in GUARDED
+        else c
+        for c in calls
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -63,17 +67,13 @@ def test_creates_without_isolation_are_denied_and_nothing_else_changes(calls: li
 
 def test_isolated_creates_are_allowed(calls: list) -> None:
     enforced = operator_policies(ISOLATION_POLICY)
-    guarded = [r for r in operator_requests([isolated(c) for c in calls]) if r.action in GUARDED]
+    guarded = [r for r in operator_requests(with_isolation(calls, True)) if r.action in GUARDED]
     assert guarded and all(dict(r.context)["sagemaker:NetworkIsolation"] == "true" for r in guarded)
-    denied = [(r, enforced.evaluate(r).reason) for r in guarded if not enforced.evaluate(r).allowed]
-    assert denied == []
+    decisions = [(r, enforced.evaluate(r)) for r in guarded]
+    assert [(r, d.reason) for r, d in decisions if not d.allowed] == []
 
 
 def test_isolation_set_to_false_is_denied_too(calls: list) -> None:
     enforced = operator_policies(ISOLATION_POLICY)
-    off = [
-        dataclasses.replace(c, params={**c.params, "EnableNetworkIsolation": False}) if isolated(c) is not c else c
-        for c in calls
-    ]
-    guarded = [r for r in operator_requests(off) if r.action in GUARDED]
+    guarded = [r for r in operator_requests(with_isolation(calls, False)) if r.action in GUARDED]
     assert guarded and not any(enforced.evaluate(r).allowed for r in guarded)
