@@ -23,6 +23,9 @@ import pytest
 
 # Before anything imports Prefect: never a temporary server (PREFECT_SERVER_ALLOW_EPHEMERAL_MODE is its alias).
 os.environ["PREFECT_SERVER_EPHEMERAL_ENABLED"] = "false"
+# Under pytest-xdist (`make test` runs lanes), each lane's Prefect client keeps its files in a home of its own.
+if os.environ.get("PYTEST_XDIST_WORKER") and os.environ.get("PREFECT_HOME"):
+    os.environ["PREFECT_HOME"] = f"{os.environ['PREFECT_HOME']}-{os.environ['PYTEST_XDIST_WORKER']}"
 
 from core.config import Settings  # noqa: E402
 

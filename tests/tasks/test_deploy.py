@@ -99,6 +99,7 @@ def test_failed_deploys_leave_the_old_endpoint_serving(
 
 
 @pytest.mark.e2e
+@pytest.mark.serial
 def test_blue_green_under_load_then_rollback(settings: Settings, local: Backend, models: tuple[str, str]) -> None:
     lines: list[str] = []
     blue = blue_green_deploy(settings, models[0], lines.append, backend=local)

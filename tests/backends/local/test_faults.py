@@ -23,7 +23,7 @@ from tasks.deploy import blue_green_deploy
 from tests.fixtures.soak import soak
 from tests.fixtures.tiny_model import TinyModel
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.serial, pytest.mark.timeout(300)]
 
 SOAK_SECONDS = float(os.environ.get("SENTIFLOW_SOAK_SECONDS", "60"))
 
